@@ -1,0 +1,5 @@
+import sys
+
+from pmemd.cli import main
+
+sys.exit(main())

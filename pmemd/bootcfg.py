@@ -1,0 +1,262 @@
+"""Pure parsers and renderers for boot-loader configuration files.
+
+These read what a boot loader will pass to the next kernel; they never evaluate a shell.
+``/etc/default/grub`` and its drop-ins are POSIX shell: pmemd reads their simple
+``VAR="..."`` assignments (with ``$VAR`` expansion of earlier values), which is what distributions
+and pmemd's own drop-in use. The authoritative next-boot line on a Debian host is the default
+entry of ``/boot/grub/grub.cfg``, which ``update-grub`` generates.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pmemd.facts import BootEntry
+
+PMEMD_GRUB_MARKER = "# Managed by pmemd"
+
+# --- /etc/default/grub ---------------------------------------------------------------------
+
+_ASSIGN = re.compile(r"^\s*(?:export\s+)?(?P<var>GRUB_[A-Z0-9_]+)=(?P<value>.*)$")
+
+
+def parse_default_grub(files: list[tuple[str, str]]) -> dict[str, str]:
+    """Evaluate simple ``GRUB_*=`` assignments across files in order (later wins)."""
+    env: dict[str, str] = {}
+    for _path, text in files:
+        for line in text.splitlines():
+            m = _ASSIGN.match(line)
+            if not m:
+                continue
+            env[m.group("var")] = _shell_value(m.group("value"), env)
+    return env
+
+
+def _shell_value(raw: str, env: dict[str, str]) -> str:
+    """The value of a shell word like ``"$GRUB_CMDLINE_LINUX memmap=4G!12G"``."""
+    out: list[str] = []
+    i, n = 0, len(raw)
+    quote: str | None = None
+    while i < n:
+        ch = raw[i]
+        if quote is None and ch in " \t#;":
+            break
+        if ch == "'" and quote != '"':
+            quote = None if quote == "'" else "'"
+            i += 1
+            continue
+        if ch == '"' and quote != "'":
+            quote = None if quote == '"' else '"'
+            i += 1
+            continue
+        if ch == "\\" and quote != "'" and i + 1 < n:
+            nxt = raw[i + 1]
+            if quote is None or nxt in '$`"\\\n':
+                out.append(nxt)
+                i += 2
+                continue
+        if ch == "$" and quote != "'":
+            m = re.match(r"\$(?:\{(?P<b>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<p>[A-Za-z_][A-Za-z0-9_]*))", raw[i:])
+            if m:
+                out.append(env.get(m.group("b") or m.group("p") or "", ""))
+                i += m.end()
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def render_grub_dropin(tokens: tuple[str, ...]) -> str:
+    """pmemd's own ``/etc/default/grub.d`` file: appends its tokens to GRUB_CMDLINE_LINUX.
+
+    Tokens are canonical (``memmap=4G!12G``, ``nokaslr``): no ``$``, quote or backslash, so
+    double quotes need no escaping and GRUB passes them through verbatim.
+    """
+    for tok in tokens:
+        if not re.fullmatch(r"[A-Za-z0-9_.,!=:-]+", tok):
+            raise ValueError(f"refusing to write unsafe kernel argument {tok!r}")
+    body = " ".join(tokens)
+    return (
+        f"{PMEMD_GRUB_MARKER}: kernel arguments for emulated persistent memory.\n"
+        "# Edit /etc/pmem.yaml instead of this file; pmemd rewrites it.\n"
+        f'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX {body}"\n'
+    )
+
+
+def parse_grub_dropin(text: str) -> tuple[str, ...]:
+    """The tokens pmemd's own drop-in adds (what render_grub_dropin wrote)."""
+    env = parse_default_grub([("dropin", text)])
+    return tuple(env.get("GRUB_CMDLINE_LINUX", "").split())
+
+
+# --- grub.cfg ------------------------------------------------------------------------------
+
+
+def grub_words(line: str) -> list[str]:
+    """Split a GRUB script line into words: quotes group, backslash escapes, ``$var`` kept."""
+    words: list[str] = []
+    cur: list[str] = []
+    have = False
+    quote: str | None = None
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if quote is None and ch.isspace():
+            if have:
+                words.append("".join(cur))
+                cur, have = [], False
+            i += 1
+            continue
+        have = True
+        if ch in "'\"" and (quote is None or quote == ch):
+            quote = None if quote == ch else ch
+        elif ch == "\\" and quote != "'" and i + 1 < n:
+            cur.append(line[i + 1])
+            i += 1
+        else:
+            cur.append(ch)
+        i += 1
+    if have:
+        words.append("".join(cur))
+    return words
+
+
+_MENUENTRY = re.compile(r"^\s*menuentry\s+(?P<rest>.*)\{\s*$")
+
+
+def parse_grub_cfg(path: str, text: str, saved_entry: str | None = None) -> tuple[BootEntry, ...]:
+    """Linux entries of a grub.cfg, the default one marked (``set default``; Debian: 0)."""
+    entries: list[tuple[str, tuple[str, ...], int, str]] = []  # title, args, depth, id
+    default_spec = "0"
+    depth = 0
+    title_stack: list[str] = []
+    toplevel_index = -1
+    current_top = -1
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'set\s+default="?(?P<d>[^"]*)"?$', line)
+        if m and depth == 0:
+            default_spec = m.group("d")
+            continue
+        mm = _MENUENTRY.match(line)
+        sm = re.match(r"^\s*submenu\s+(?P<rest>.*)\{\s*$", line)
+        if mm or sm:
+            words = grub_words((mm or sm).group("rest"))  # type: ignore[union-attr]
+            title_stack.append(words[0] if words else "")
+            if depth == 0:
+                toplevel_index += 1
+                current_top = toplevel_index
+            depth += 1
+            if sm:
+                title_stack[-1] = "submenu:" + title_stack[-1]
+            continue
+        if line == "}" and depth > 0:
+            depth -= 1
+            title_stack.pop()
+            continue
+        words = grub_words(line)
+        if words and words[0] in ("linux", "linux16", "linuxefi") and depth > 0:
+            entry_id = ""
+            entries.append((" > ".join(title_stack), tuple(words[2:]), current_top, entry_id))
+    if default_spec in ("${saved_entry}", "saved") and saved_entry:
+        default_spec = saved_entry
+    result: list[BootEntry] = []
+    chosen = None
+    if default_spec.isdigit():
+        for idx, (_t, _a, top, _i) in enumerate(entries):
+            if top == int(default_spec):
+                chosen = idx
+                break
+    else:
+        for idx, (t, _a, _top, _i) in enumerate(entries):
+            if t == default_spec or t.endswith("> " + default_spec):
+                chosen = idx
+                break
+    if chosen is None and entries:
+        chosen = 0
+    for idx, (t, a, _top, _i) in enumerate(entries):
+        result.append(BootEntry(path, t, a, default=idx == chosen))
+    return tuple(result)
+
+
+# --- BLS / systemd-boot --------------------------------------------------------------------
+
+
+def parse_bls_entry(text: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key in keys and key == "options":
+            keys[key] += " " + value.strip()
+        else:
+            keys[key] = value.strip()
+    return keys
+
+
+def parse_grubenv(text: str | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if line.startswith("#"):
+            continue
+        key, eq, value = line.partition("=")
+        if eq:
+            env[key] = value
+    return env
+
+
+def expand_bls_options(options: str, grubenv: dict[str, str]) -> tuple[str, ...]:
+    """BLS ``options`` with ``$kernelopts``-style grubenv variables expanded (as blscfg does)."""
+    def sub(m: re.Match[str]) -> str:
+        return grubenv.get(m.group(1) or m.group(2), "")
+
+    expanded = re.sub(r"(?<!\\)\$(?:\{(\w+)\}|(\w+))", sub, options)
+    return tuple(grub_words(expanded))
+
+
+def _version_key(name: str) -> list[tuple[int, int | str]]:
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name) if p]
+
+
+def parse_bls_entries(files: list[tuple[str, str]], grubenv: dict[str, str],
+                      default: str | None) -> tuple[BootEntry, ...]:
+    """BLS entries; default = ``default`` id/title if given, else the highest version."""
+    parsed = []
+    for path, text in files:
+        keys = parse_bls_entry(text)
+        entry_id = path.rsplit("/", 1)[-1].removesuffix(".conf")
+        parsed.append((path, entry_id, keys))
+    parsed.sort(key=lambda p: _version_key(p[2].get("version", p[1])), reverse=True)
+    chosen = 0
+    if default:
+        pattern = default.removesuffix(".conf")
+        for idx, (_p, eid, keys) in enumerate(parsed):
+            if eid == pattern or keys.get("title") == default or _glob(pattern, eid):
+                chosen = idx
+                break
+    return tuple(
+        BootEntry(path, keys.get("title", eid), expand_bls_options(keys.get("options", ""), grubenv),
+                  default=idx == chosen)
+        for idx, (path, eid, keys) in enumerate(parsed)
+    )
+
+
+def _glob(pattern: str, name: str) -> bool:
+    import fnmatch
+
+    return "*" in pattern and fnmatch.fnmatchcase(name, pattern)
+
+
+def parse_kernel_cmdline_file(text: str) -> tuple[str, ...]:
+    """``/etc/kernel/cmdline``: one line of arguments (comments ignored)."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return tuple(shlex.split(" ".join(lines))) if lines else ()
+
+
+def render_kernel_cmdline_file(args: tuple[str, ...]) -> str:
+    return " ".join(args) + "\n"

@@ -1,0 +1,308 @@
+"""The config file's data model (``/etc/pmem.yaml`` plus drop-ins), as pydantic v2 models.
+
+No I/O here. Field descriptions feed ``pmemd schema`` and editor completion.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from pmemd.units import GIB, SizeError, parse_size
+
+
+def _size(value: object) -> int:
+    try:
+        return parse_size(value)
+    except SizeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _offset(value: object) -> int | str:
+    if value == "auto":
+        return "auto"
+    return _size(value)
+
+
+Size = Annotated[
+    int,
+    BeforeValidator(_size),
+    Field(json_schema_extra={"type": ["integer", "string"], "pattern": r"^(0|[1-9][0-9]*|0x[0-9a-fA-F]+)[KMGT]?$"}),
+]
+Offset = Annotated[
+    int | Literal["auto"],
+    BeforeValidator(_offset),
+    Field(json_schema_extra={"type": ["integer", "string"]}),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class RebootPolicy(StrEnum):
+    NEVER = "never"
+    FLAG = "flag"
+    SCHEDULE = "schedule"
+    NOW = "now"
+
+
+class BootloaderChoice(StrEnum):
+    AUTO = "auto"
+    GRUB = "grub"
+    GRUBBY = "grubby"
+    GRUB2_MKCONFIG = "grub2-mkconfig"
+    SYSTEMD_BOOT = "systemd-boot"
+
+
+class KaslrPolicy(StrEnum):
+    AUTO = "auto"
+    KEEP = "keep"
+    DISABLE = "disable"
+
+
+class Mode(StrEnum):
+    FSDAX = "fsdax"
+    DEVDAX = "devdax"
+    RAW = "raw"
+
+
+class FsType(StrEnum):
+    EXT4 = "ext4"
+    XFS = "xfs"
+
+
+class OnForeignData(StrEnum):
+    REFUSE = "refuse"
+    WIPE = "wipe"
+
+
+_DURATION = re.compile(r"([1-9][0-9]*)(s|m|min|h)?")
+
+
+def _duration(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 300, 90s, 5m or 1h")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("a duration must be positive")
+        return value
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value.strip())
+        if m:
+            return int(m.group(1)) * {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration; write e.g. 300, 90s, 5m or 1h")
+
+
+Duration = Annotated[int, BeforeValidator(_duration), Field(json_schema_extra={"type": ["integer", "string"]})]
+
+# A calendar expression is checked for shape here and by systemd itself (systemd-analyze
+# calendar) before pmemd schedules anything with it.
+_CALENDAR = re.compile(r"[A-Za-z0-9 :*.,/~+-]{1,64}")
+
+
+class Settings(_Strict):
+    reboot: RebootPolicy = Field(
+        RebootPolicy.FLAG,
+        description="What to do when kernel arguments changed: never (only record it), flag "
+        "(default: record it and touch /run/reboot-required), schedule (reboot in "
+        "reboot_window), now (reboot right after writing the boot config).",
+    )
+    reboot_window: str = Field(
+        "Sun 03:00",
+        description="systemd calendar expression (see systemd.time(7)) used by reboot: schedule.",
+    )
+    bootloader: BootloaderChoice = Field(
+        BootloaderChoice.AUTO,
+        description="Boot-loader backend; auto detects it from the files on the host.",
+    )
+    min_free_ram: Size = Field(
+        4 * GIB,
+        description="RAM that must stay with the OS after all reservations, counting the 1/64 "
+        "struct-page cost of each region.",
+    )
+    kaslr: KaslrPolicy = Field(
+        KaslrPolicy.AUTO,
+        description="auto: add nokaslr on hosts with <= 16 GiB RAM (pmem.io advice); keep: never "
+        "add it; disable: always add nokaslr.",
+    )
+    resync_interval: Duration = Field(
+        300,
+        description="Daemon: seconds (or 90s/5m/1h) between full reconcile passes without events.",
+    )
+
+    @field_validator("reboot_window")
+    @classmethod
+    def _calendar_shape(cls, v: str) -> str:
+        if not _CALENDAR.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not a systemd calendar expression; write e.g. 'Sun 03:00' or "
+                "'*-*-* 02:30' (see systemd.time(7))"
+            )
+        return v
+
+
+_OPT_TOKEN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_=.,:+/-]*|-[A-Za-z0-9-][A-Za-z0-9_=.,:+/-]*")
+_MKFS_FORBIDDEN = {
+    "-F": "pmemd never forces mkfs; blank devices need no force and foreign data is refused "
+    "unless on_foreign_data: wipe",
+    "-f": "pmemd never forces mkfs; use on_foreign_data: wipe to allow wiping foreign data",
+    "--force": "pmemd never forces mkfs",
+    "-b": "pmemd always uses 4 KiB blocks, which DAX requires",
+    "-L": "set filesystem.label instead",
+    "-U": "pmemd records the UUID mkfs creates; do not set it",
+    "-n": "-n would make mkfs a dry run",
+    "-N": "for ext4 use -N only with a value, e.g. -N 10000 (given as two list items)",
+    "-q": "pmemd already runs mkfs quietly",
+}
+_MOUNT_ALLOWED = {
+    "noatime", "relatime", "strictatime", "lazytime", "nodiratime", "diratime",
+    "nodev", "nosuid", "noexec", "exec", "suid", "dev", "sync", "dirsync", "ro", "rw",
+    "acl", "noacl", "user_xattr", "nouser_xattr", "discard", "nodiscard",
+    "errors=remount-ro", "errors=continue", "errors=panic", "noquota", "usrquota",
+    "grpquota", "prjquota", "inode64", "nobarrier", "barrier",
+}
+
+
+class Filesystem(_Strict):
+    type: FsType = Field(description="ext4 or xfs; created with 4 KiB blocks so DAX works.")
+    label: str | None = Field(
+        None, description="Filesystem label (ext4: up to 16 bytes, xfs: up to 12 bytes)."
+    )
+    options: tuple[str, ...] = Field(
+        (), description="Extra mkfs arguments, one per list item; checked, never a shell string."
+    )
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,16}", v):
+            raise ValueError(
+                f"label {v!r} must be 1-16 characters of letters, digits, '_', '.', '-'"
+            )
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _mkfs_options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for opt in v:
+            if not _OPT_TOKEN.fullmatch(opt):
+                raise ValueError(
+                    f"mkfs option {opt!r} has characters pmemd does not pass on (spaces, quotes, "
+                    "shell syntax); give each argument as its own list item"
+                )
+            flag = opt.split("=", 1)[0]
+            if flag in _MKFS_FORBIDDEN:
+                raise ValueError(f"mkfs option {opt!r} is not allowed: {_MKFS_FORBIDDEN[flag]}")
+            if "inline_data" in opt and not opt.startswith("^"):
+                raise ValueError(f"mkfs option {opt!r}: ext4 refuses DAX with inline_data")
+            if "reflink=1" in opt:
+                raise ValueError(f"mkfs option {opt!r}: xfs DAX needs reflink=0 on most kernels")
+        return v
+
+    @model_validator(mode="after")
+    def _xfs_label(self) -> Filesystem:
+        if self.type is FsType.XFS and self.label is not None and len(self.label) > 12:
+            raise ValueError(f"xfs labels hold at most 12 characters; {self.label!r} is longer")
+        return self
+
+
+class Mount(_Strict):
+    path: str = Field(description="Absolute mount point; created if missing.")
+    options: tuple[str, ...] = Field(
+        (), description="Extra mount options from an allow-list; DAX (dax=always) is always added."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"mount path {v!r} must be absolute, e.g. /pmem/fast")
+        parts = v.split("/")
+        if any(p in (".", "..") for p in parts) or "//" in v or (v != "/" and v.endswith("/")):
+            raise ValueError(f"mount path {v!r} must be normalised (no '.', '..', '//' or trailing /)")
+        if v == "/":
+            raise ValueError("mount path must not be /")
+        for bad in ("/proc", "/sys", "/dev", "/boot", "/run/pmemd", "/var/lib/pmemd"):
+            if v == bad or v.startswith(bad + "/"):
+                raise ValueError(f"mount path {v!r} is inside {bad}; choose e.g. /pmem/<name>")
+        if not re.fullmatch(r"[A-Za-z0-9_./@+-]+", v):
+            raise ValueError(f"mount path {v!r} may only hold letters, digits and _./@+-")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for opt in v:
+            if opt.startswith("dax"):
+                raise ValueError(f"mount option {opt!r}: pmemd adds dax=always itself; remove it")
+            if opt not in _MOUNT_ALLOWED:
+                raise ValueError(
+                    f"mount option {opt!r} is not on pmemd's allow-list; allowed: "
+                    + ", ".join(sorted(_MOUNT_ALLOWED))
+                )
+        return v
+
+
+NAME_RE = r"[a-z0-9][a-z0-9_-]{0,31}"
+
+
+class Namespace(_Strict):
+    size: Size = Field(description="Bytes, or a number with one suffix K/M/G/T; multiple of 128M.")
+    offset: Offset = Field(
+        "auto",
+        description="Physical start address (multiple of 128M, >= 4G), or auto: pmemd picks a "
+        "safe range and says why.",
+    )
+    mode: Mode = Field(Mode.FSDAX, description="fsdax (default), devdax or raw.")
+    filesystem: Filesystem | None = Field(
+        None, description="Filesystem to create on the device; omit or 'none' for devdax/raw."
+    )
+    mount: Mount | None = Field(None, description="Where to mount the filesystem, with DAX.")
+    on_foreign_data: OnForeignData = Field(
+        OnForeignData.REFUSE,
+        description="refuse (default): never format a device holding data pmemd did not write; "
+        "wipe: format it anyway.",
+    )
+
+    @field_validator("filesystem", mode="before")
+    @classmethod
+    def _none_fs(cls, v: Any) -> Any:
+        return None if v == "none" else v
+
+    @field_validator("size")
+    @classmethod
+    def _size_nonzero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("size must not be zero")
+        return v
+
+    @model_validator(mode="after")
+    def _combination(self) -> Namespace:
+        if self.filesystem is not None and self.mode is not Mode.FSDAX:
+            raise ValueError(
+                f"a filesystem needs mode fsdax; mode {self.mode.value} gives no block device "
+                "for DAX. Remove filesystem (and mount) or set mode: fsdax"
+            )
+        if self.mount is not None and self.filesystem is None:
+            raise ValueError("mount needs a filesystem; add filesystem: {type: ext4} or remove mount")
+        return self
+
+
+class Config(_Strict):
+    version: Literal[1] = Field(description="Config format version; must be 1.")
+    settings: Settings = Field(default_factory=Settings)  # type: ignore[arg-type]
+    namespaces: dict[Annotated[str, Field(pattern=f"^{NAME_RE}$")], Namespace] = Field(
+        default_factory=dict,
+        description="Emulated pmem regions by name (lower-case letters, digits, '-', '_').",
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "pmem.yaml"
+    return schema

@@ -1,0 +1,283 @@
+"""Read-only observation of a host, always relative to a ``Root``.
+
+Thin readers around the pure parsers in ``parse`` and ``bootcfg``. The only processes started
+are the two signature detectors (``blkid -p`` and ``wipefs``), and only for pmem block devices
+that are not mounted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from pmemd import bootcfg, parse
+from pmemd.facts import (
+    BootConfig,
+    HostFacts,
+    IomemEntry,
+    MemRange,
+    NdNamespace,
+    NdRegion,
+    PathFact,
+    Signature,
+)
+from pmemd.fsroot import Root
+from pmemd.runner import Runner
+
+GRUB_DROPIN = "/etc/default/grub.d/99-pmemd.cfg"
+SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin")
+
+
+def read_firmware_map(root: Root) -> tuple[MemRange, ...]:
+    entries = []
+    base = "/sys/firmware/memmap"
+    for name in root.listdir(base):
+        if not name.isdigit():
+            continue
+        start = root.read_attr(f"{base}/{name}/start")
+        end = root.read_attr(f"{base}/{name}/end")
+        type_ = root.read_attr(f"{base}/{name}/type")
+        if start and end and type_:
+            entries.append(parse.parse_firmware_entry(start, end, type_))
+    return tuple(sorted(entries, key=lambda r: r.start))
+
+
+def read_iomem_pmem(root: Root) -> tuple[IomemEntry, ...]:
+    text = root.read_text("/proc/iomem") or ""
+    return tuple(e for e in parse.parse_iomem(text) if e.name.startswith("Persistent Memory"))
+
+
+def read_regions(root: Root) -> tuple[NdRegion, ...]:
+    base = "/sys/bus/nd/devices"
+    regions = []
+    for name in root.listdir(base):
+        if not re.fullmatch(r"region\d+", name):
+            continue
+        real = root.resolve(f"{base}/{name}")
+        bus = real.parent.name
+        provider = root.read_attr(f"{base}/{bus}/provider") or "unknown"
+        namespaces = _read_namespaces(root, root.host_path(real))
+        regions.append(NdRegion(
+            name=name,
+            bus=bus,
+            provider=provider,
+            start=parse.parse_int_attr(root.read_attr(f"{base}/{name}/resource")),
+            size=parse.parse_int_attr(root.read_attr(f"{base}/{name}/size")) or 0,
+            numa_node=parse.parse_int_attr(root.read_attr(f"{base}/{name}/numa_node")),
+            namespaces=namespaces,
+        ))
+    return tuple(sorted(regions, key=lambda r: (r.start is None, r.start or 0, r.name)))
+
+
+def _read_namespaces(root: Root, region_dir: str) -> tuple[NdNamespace, ...]:
+    children = root.listdir(region_dir)
+    blocks: dict[str, str] = {}  # namespace name -> block device
+    chars: dict[str, str] = {}
+    for child in children:
+        cdir = f"{region_dir}/{child}"
+        owner = child
+        if not child.startswith("namespace"):
+            owner = root.read_attr(f"{cdir}/namespace") or ""
+        for blk in root.listdir(f"{cdir}/block"):
+            if owner:
+                blocks[owner] = blk
+        if child.startswith("dax"):
+            for dev in root.listdir(cdir):
+                if re.fullmatch(r"dax\d+\.\d+", dev) and owner:
+                    chars[owner] = dev
+    out = []
+    for child in children:
+        if not re.fullmatch(r"namespace\d+\.\d+", child):
+            continue
+        cdir = f"{region_dir}/{child}"
+        size = parse.parse_int_attr(root.read_attr(f"{cdir}/size"))
+        out.append(NdNamespace(
+            name=child,
+            mode=root.read_attr(f"{cdir}/mode") or "unknown",
+            size=size,
+            blockdev=blocks.get(child),
+            chardev=chars.get(child),
+        ))
+    return tuple(out)
+
+
+def read_numa(root: Root) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
+    text = root.read_attr("/sys/devices/system/memory/block_size_bytes")  # hex without 0x
+    block = int(text, 16) if text and re.fullmatch(r"[0-9a-fA-F]+", text) else 0
+    if not block:
+        return ()
+    nodes = []
+    for name in root.listdir("/sys/devices/system/node"):
+        m = re.fullmatch(r"node(\d+)", name)
+        if not m:
+            continue
+        idx = sorted(int(x[6:]) for x in root.listdir(f"/sys/devices/system/node/{name}")
+                     if re.fullmatch(r"memory\d+", x))
+        ranges: list[tuple[int, int]] = []
+        for i in idx:
+            start, end = i * block, (i + 1) * block
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((start, end))
+        nodes.append((int(m.group(1)), tuple(ranges)))
+    return tuple(nodes)
+
+
+def read_kmsg(root: Root) -> str | None:
+    """The kernel log: /dev/kmsg read without blocking (a regular file in captured trees)."""
+    path = root.join("/dev/kmsg")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # EPIPE: a record was overwritten while reading; go on
+                if exc.errno == 32:
+                    continue
+                break
+            if not chunk:
+                break
+            chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\n")
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def has_tool(root: Root, name: str) -> bool:
+    return any(root.exists(f"{d}/{name}") for d in SBIN_DIRS)
+
+
+def read_boot_config(root: Root, forced: str | None = None) -> BootConfig:
+    """Detect the boot-loader layout and read the next-boot command lines it holds."""
+    layout, why = detect_layout(root, forced)
+    grubenv_path = "/boot/grub2/grubenv" if root.exists("/boot/grub2/grubenv") else "/boot/grub/grubenv"
+    grubenv = bootcfg.parse_grubenv(root.read_text(grubenv_path))
+    notes: list[str] = []
+    entries: tuple = ()  # type: ignore[type-arg]
+    owned_file: str | None = None
+    owned: tuple[str, ...] = ()
+    if layout == "grub":
+        owned_file = GRUB_DROPIN
+        text = root.read_text(GRUB_DROPIN)
+        owned = bootcfg.parse_grub_dropin(text) if text else ()
+        cfg = root.read_text("/boot/grub/grub.cfg")
+        if cfg is not None:
+            entries = bootcfg.parse_grub_cfg("/boot/grub/grub.cfg", cfg, grubenv.get("saved_entry"))
+            cfg_mtime = root.mtime_ns("/boot/grub/grub.cfg") or 0
+            newer = [p for p in ["/etc/default/grub", *default_grub_dropins(root)]
+                     if (root.mtime_ns(p) or 0) > cfg_mtime]
+            if newer:
+                notes.append(f"/boot/grub/grub.cfg is older than {', '.join(newer)}: "
+                             "update-grub has not run since they changed")
+    elif layout in ("grubby", "grub2-mkconfig"):
+        bls = [(p, root.read_text(p) or "") for p in _bls_files(root, "/boot/loader/entries")]
+        if bls:
+            entries = bootcfg.parse_bls_entries(bls, grubenv, grubenv.get("saved_entry"))
+        else:
+            cfg_path = "/boot/grub2/grub.cfg"
+            entries = bootcfg.parse_grub_cfg(cfg_path, root.read_text(cfg_path) or "",
+                                             grubenv.get("saved_entry"))
+    elif layout == "systemd-boot":
+        esp = next((d for d in ("/efi", "/boot", "/boot/efi") if root.exists(f"{d}/loader/loader.conf")),
+                   "/boot")
+        loader = bootcfg.parse_bls_entry(root.read_text(f"{esp}/loader/loader.conf") or "")
+        bls = [(p, root.read_text(p) or "") for p in _bls_files(root, f"{esp}/loader/entries")]
+        entries = bootcfg.parse_bls_entries(bls, {}, loader.get("default"))
+        owned_file = "/etc/kernel/cmdline"
+    if layout in ("grubby", "grub2-mkconfig", "systemd-boot"):
+        kc = root.read_text("/etc/kernel/cmdline")
+        if kc is not None:
+            notes.append("/etc/kernel/cmdline seeds future kernel entries: "
+                          + " ".join(bootcfg.parse_kernel_cmdline_file(kc)))
+    return BootConfig(layout, why, tuple(entries), tuple(notes), owned_file, owned)
+
+
+def default_grub_dropins(root: Root) -> list[str]:
+    return [f"/etc/default/grub.d/{n}" for n in root.listdir("/etc/default/grub.d") if n.endswith(".cfg")]
+
+
+def _bls_files(root: Root, directory: str) -> list[str]:
+    return [f"{directory}/{n}" for n in root.listdir(directory) if n.endswith(".conf")]
+
+
+def detect_layout(root: Root, forced: str | None = None) -> tuple[str, str]:
+    """(layout, how it was detected). See pmemd(8), "Boot-loader detection"."""
+    if forced and forced != "auto":
+        return forced, "settings.bootloader"
+    if root.exists("/boot/grub/grub.cfg") and root.exists("/etc/default/grub"):
+        return "grub", "/etc/default/grub and /boot/grub/grub.cfg (Debian/Ubuntu GRUB)"
+    has_bls = bool(_bls_files(root, "/boot/loader/entries"))
+    if (root.exists("/boot/grub2/grub.cfg") or root.exists("/boot/grub2/grubenv")) and has_tool(root, "grubby"):
+        return "grubby", "/boot/grub2 and grubby (Fedora/RHEL GRUB with BLS)"
+    if root.exists("/boot/grub2/grub.cfg"):
+        return "grub2-mkconfig", "/boot/grub2/grub.cfg without grubby"
+    for esp in ("/efi", "/boot", "/boot/efi"):
+        if root.exists(f"{esp}/loader/loader.conf"):
+            return "systemd-boot", f"{esp}/loader/loader.conf (systemd-boot)"
+    if has_bls:
+        return "grubby", "/boot/loader/entries (BLS)"
+    return "unknown", "no known boot-loader files found"
+
+
+def probe_signature(root: Root, runner: Runner, device: str) -> Signature:
+    """Run both detectors on a block device; anything unusual counts as "not blank"."""
+    path = str(root.join(device))
+    if not os.path.exists(path):
+        return Signature(device, False, error=f"{device} does not exist (yet)")
+    blkid = runner.run(["blkid", "-p", "-o", "export", path], timeout=30)
+    if blkid.returncode not in (0, 2):
+        return Signature(device, False, error=f"blkid failed: {blkid.describe()}")
+    wipefs = runner.run(["wipefs", "--no-act", "--json", path], timeout=30)
+    if not wipefs.ok:
+        return Signature(device, False, error=f"wipefs failed: {wipefs.describe()}")
+    try:
+        types = parse.parse_wipefs_json(wipefs.stdout)
+    except ValueError as exc:
+        return Signature(device, False, error=f"cannot read wipefs output: {exc}")
+    pairs = parse.parse_blkid_export(blkid.stdout) if blkid.returncode == 0 else ()
+    return Signature(device, True, pairs, types)
+
+
+def observe(root: Root, runner: Runner | None, *, bootloader: str | None = None,
+            mount_paths: tuple[str, ...] = ()) -> HostFacts:
+    """Everything the planner needs, read from the host (or a captured tree)."""
+    kmsg = read_kmsg(root)
+    regions = read_regions(root)
+    mounts = parse.parse_mountinfo(root.read_text("/proc/self/mountinfo") or "")
+    signatures = []
+    if runner is not None:
+        mounted = {m.source for m in mounts}
+        for region in regions:
+            if not region.is_emulated:
+                continue
+            for ns in region.namespaces:
+                dev = f"/dev/{ns.blockdev}" if ns.blockdev else None
+                if dev and dev not in mounted:
+                    signatures.append(probe_signature(root, runner, dev))
+    release = (root.read_attr("/proc/sys/kernel/osrelease")
+               or parse.kernel_release_from_log(root.read_text("/proc/version"))
+               or parse.kernel_release_from_log(kmsg))
+    return HostFacts(
+        cmdline=parse.parse_cmdline(root.read_text("/proc/cmdline") or ""),
+        firmware_map=read_firmware_map(root),
+        iomem_pmem=read_iomem_pmem(root),
+        regions=regions,
+        mounts=mounts,
+        mem_total=parse.parse_meminfo_total(root.read_text("/proc/meminfo")),
+        numa=read_numa(root),
+        kernel_log=parse.parse_kernel_log(kmsg),
+        boot=read_boot_config(root, bootloader),
+        kernel_release=release,
+        boot_id=root.read_attr("/proc/sys/kernel/random/boot_id"),
+        signatures=tuple(signatures),
+        efi=root.exists("/sys/firmware/efi"),
+        paths=tuple(PathFact(p, root.exists(p), root.is_dir(p), tuple(root.symlinks_on_path(p)))
+                    for p in mount_paths),
+    )

@@ -1,0 +1,83 @@
+"""The single place pmemd starts a process: argv lists only, never a shell.
+
+Every command runs with ``LC_ALL=C`` (stable output to parse), a timeout, closed stdin and
+captured output. Tests substitute a recording runner that answers only the commands it expects.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        tail = (self.stderr.strip() or self.stdout.strip()).splitlines()[-3:]
+        detail = "; ".join(tail)
+        return f"`{' '.join(self.argv)}` exited {self.returncode}" + (f": {detail}" if detail else "")
+
+
+class CommandError(RuntimeError):
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.describe())
+        self.result = result
+
+
+class Runner(Protocol):
+    def run(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = False) -> Result: ...
+
+    def which(self, name: str) -> str | None: ...
+
+
+_SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class SubprocessRunner:
+    """Runs real commands on this host."""
+
+    def __init__(self, *, path: str | None = None) -> None:
+        self._path = path or os.environ.get("PATH") or _SAFE_PATH
+
+    def which(self, name: str) -> str | None:
+        return shutil.which(name, path=self._path + ":" + _SAFE_PATH)
+
+    def run(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = False) -> Result:
+        args = tuple(argv)
+        if not args or not isinstance(args[0], str):
+            raise ValueError("argv must be a non-empty list of strings")
+        env = {"PATH": self._path + ":" + _SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
+        try:
+            proc = subprocess.run(
+                args,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                env=env,
+                check=False,
+            )
+        except FileNotFoundError:
+            result = Result(args, 127, "", f"{args[0]}: command not found")
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+            result = Result(args, 124, out, f"timed out after {timeout:g} s")
+        else:
+            result = Result(args, proc.returncode, proc.stdout, proc.stderr)
+        if check and not result.ok:
+            raise CommandError(result)
+        return result

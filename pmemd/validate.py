@@ -1,0 +1,277 @@
+"""Host-aware validation and ``offset: auto`` placement. Pure.
+
+The rules (DOMAIN.md, "Rules the reconciler must enforce"): each range lies inside one firmware
+``System RAM`` entry, starts at or above 4 GiB, has start and size multiples of 128 MiB, overlaps
+nothing else that reserves memory, leaves ``min_free_ram`` to the OS after the 1/64 struct-page
+cost, stays within one NUMA node, and more than 4 regions draws a KASLR warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pmemd.facts import HostFacts, MemmapKind, MemRange
+from pmemd.model import Config, KaslrPolicy
+from pmemd.parse import parse_cmdline
+from pmemd.state import Owned
+from pmemd.units import GIB, MIB, human, render
+
+ALIGN = 128 * MIB
+LOW_LIMIT = 4 * GIB
+KASLR_MAX_ENTRIES = 4
+SYSTEM_RAM = ("System RAM", "usable")
+
+WHY_ALIGN = (
+    "start and size must be multiples of 128 MiB: kernels before 5.3 map pmem in 128 MiB "
+    "memory sections and fail with 'attempted on mixed region' otherwise, and it also meets the "
+    "2 MiB mapping and 16 MiB ndctl alignment rules"
+)
+
+
+@dataclass(frozen=True)
+class Placement:
+    name: str
+    start: int
+    size: int
+    auto: bool
+    why: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def token(self) -> str:
+        return memmap_token(self.size, self.start)
+
+
+@dataclass(frozen=True)
+class Issue:
+    severity: str  # error | warning | info
+    namespace: str | None
+    key: str  # config key path, e.g. namespaces.fast.offset
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.key}: " if self.key else ""
+        return f"{self.severity}: {where}{self.message}"
+
+
+def memmap_token(size: int, start: int) -> str:
+    """Canonical ``memmap=<size>!<start>`` that the kernel parses back to the same range."""
+    return f"memmap={render(size)}!{render(start)}"
+
+
+def ram_entries(facts: HostFacts) -> tuple[MemRange, ...]:
+    return tuple(r for r in facts.firmware_map if r.type in SYSTEM_RAM)
+
+
+def foreign_reservations(facts: HostFacts, owned: Owned) -> list[tuple[int, int, str]]:
+    """Ranges reserved by kernel arguments pmemd does not own (running and next boot)."""
+    out: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
+    lines = [facts.cmdline]
+    next_args = facts.boot.default_args
+    if next_args is not None:
+        lines.append(parse_cmdline(" ".join(next_args)))
+    for cl in lines:
+        for e in cl.memmap:
+            if e.token in owned.kernel_args or e.start is None or e.token in seen:
+                continue
+            if e.kind in (MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI, MemmapKind.RAM):
+                seen.add(e.token)
+                out.append((e.start, e.start + e.size, f"{e.token} (not set by pmemd)"))
+        if cl.crashkernel and cl.crashkernel[1] is not None:
+            size, start = cl.crashkernel
+            out.append((start, start + size, f"crashkernel={render(size)}@{render(start)}"))
+    return out
+
+
+def _node_of(facts: HostFacts, start: int, end: int) -> tuple[set[int], bool]:
+    nodes: set[int] = set()
+    for node, ranges in facts.numa:
+        if any(s < end and start < e for s, e in ranges):
+            nodes.add(node)
+    return nodes, bool(facts.numa)
+
+
+def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, Placement], list[Issue]]:
+    issues: list[Issue] = []
+    placements: dict[str, Placement] = {}
+    ram = ram_entries(facts)
+    if not ram:
+        if config.namespaces:
+            issues.append(Issue("error", None, "", "the firmware memory map (/sys/firmware/memmap) "
+                                "is missing or unreadable, so no range can be validated; run as root "
+                                "on the host itself"))
+        return placements, issues
+    reserved = foreign_reservations(facts, owned)
+    # Fixed offsets first, in name order, then auto placements in name order: deterministic.
+    fixed = sorted((n, ns) for n, ns in config.namespaces.items() if ns.offset != "auto")
+    auto = sorted((n, ns) for n, ns in config.namespaces.items() if ns.offset == "auto")
+    for name, ns in fixed:
+        key = f"namespaces.{name}"
+        assert isinstance(ns.offset, int)
+        start, size, end = ns.offset, ns.size, ns.offset + ns.size
+        errs = _check_size(name, size)
+        if start % ALIGN:
+            lo, hi = start - start % ALIGN, start - start % ALIGN + ALIGN
+            errs.append(Issue("error", name, f"{key}.offset",
+                              f"{render(start)} is not a multiple of 128 MiB; use {render(lo)} or "
+                              f"{render(hi)} ({WHY_ALIGN})"))
+        if start < LOW_LIMIT:
+            errs.append(Issue("error", name, f"{key}.offset",
+                              f"{render(start)} is below 4 GiB, where the PCI hole, firmware tables, "
+                              "the kernel, initrd and DMA32 allocations live; use an offset of 4G "
+                              "or more, or offset: auto"))
+        container = next((r for r in ram if r.contains(start, end)), None)
+        if container is None and not errs:
+            touching = [r for r in facts.firmware_map if r.overlaps(start, end)]
+            desc = "; ".join(f"{r.type} [{r.start:#x}-{r.end - 1:#x}]" for r in touching) or "no memory at all"
+            fits = ", ".join(f"[{r.start:#x}-{r.end - 1:#x}]" for r in ram if r.size >= size)
+            errs.append(Issue("error", name, f"{key}.offset",
+                              f"range [{start:#x}-{end - 1:#x}] is not inside one firmware System RAM "
+                              f"entry (it touches: {desc}); writing there could corrupt firmware memory "
+                              f"or MMIO. System RAM entries large enough: {fits or 'none'}; "
+                              "or use offset: auto"))
+        issues.extend(errs)
+        if not errs:
+            placements[name] = Placement(name, start, size, False, "fixed offset from the config")
+    for name, ns in auto:
+        errs = _check_size(name, ns.size)
+        if errs:
+            issues.extend(errs)
+            continue
+        taken = [(p.start, p.end, f"namespace {p.name}") for p in placements.values()] + reserved
+        prior = owned.namespaces.get(name)
+        spot = None
+        if prior is not None and prior.size == ns.size and _free(prior.start, prior.end, ram, taken, facts):
+            spot = (prior.start, "kept from the previous placement (recorded in the state file)")
+        if spot is None:
+            spot = _first_fit(ns.size, ram, taken, facts)
+        if spot is None:
+            issues.append(Issue("error", name, f"namespaces.{name}.size",
+                                f"no free 128 MiB-aligned range of {human(ns.size)} above 4 GiB inside "
+                                "one firmware System RAM entry; reduce size or free other reservations"))
+            continue
+        placements[name] = Placement(name, spot[0], ns.size, True, spot[1])
+    issues.extend(_check_overlaps(placements, reserved))
+    issues.extend(_check_headroom(config, facts, placements))
+    issues.extend(_check_numa(facts, placements))
+    foreign_pram = {e.token for e in facts.cmdline.pram if e.token not in owned.kernel_args}
+    if len(placements) + len(foreign_pram) > KASLR_MAX_ENTRIES:
+        issues.append(Issue("warning", None, "namespaces",
+                            f"{len(placements) + len(foreign_pram)} memmap regions: the x86 boot code "
+                            f"avoids at most {KASLR_MAX_ENTRIES} when it randomises the kernel's "
+                            "physical address, and gives up randomising beyond that; fewer, larger "
+                            "regions keep KASLR"))
+    return placements, issues
+
+
+def _check_size(name: str, size: int) -> list[Issue]:
+    key = f"namespaces.{name}.size"
+    if size < ALIGN:
+        return [Issue("error", name, key, f"{human(size)} is too small; the minimum is 128M ({WHY_ALIGN})")]
+    if size % ALIGN:
+        lo = size - size % ALIGN
+        return [Issue("error", name, key, f"{render(size)} is not a multiple of 128 MiB; use "
+                      f"{render(lo) if lo else '128M'} or {render(lo + ALIGN)} ({WHY_ALIGN})")]
+    return []
+
+
+def _free(start: int, end: int, ram: tuple[MemRange, ...], taken: list[tuple[int, int, str]],
+          facts: HostFacts) -> bool:
+    if start < LOW_LIMIT or start % ALIGN:
+        return False
+    if not any(r.contains(start, end) for r in ram):
+        return False
+    if any(s < end and start < e for s, e, _ in taken):
+        return False
+    nodes, known = _node_of(facts, start, end)
+    return not known or len(nodes) <= 1
+
+
+def _first_fit(size: int, ram: tuple[MemRange, ...], taken: list[tuple[int, int, str]],
+               facts: HostFacts) -> tuple[int, str] | None:
+    for idx, r in enumerate(ram):
+        start = max(r.start, LOW_LIMIT)
+        start += (-start) % ALIGN
+        while start + size <= r.end:
+            end = start + size
+            blocker = next(((s, e) for s, e, _ in taken if s < end and start < e), None)
+            if blocker is not None:
+                start = blocker[1] + (-blocker[1]) % ALIGN
+                continue
+            if _free(start, end, ram, taken, facts):
+                return start, (f"lowest free 128 MiB-aligned range above 4 GiB in firmware System RAM "
+                               f"entry {idx} [{r.start:#x}-{r.end - 1:#x}]")
+            start += ALIGN
+    return None
+
+
+def _check_overlaps(placements: dict[str, Placement], reserved: list[tuple[int, int, str]]) -> list[Issue]:
+    issues = []
+    items = sorted(placements.values(), key=lambda p: p.start)
+    for a, b in zip(items, items[1:], strict=False):
+        if b.start < a.end:
+            issues.append(Issue("error", b.name, f"namespaces.{b.name}.offset",
+                                f"[{b.start:#x}-{b.end - 1:#x}] overlaps namespace {a.name} "
+                                f"[{a.start:#x}-{a.end - 1:#x}]; move one of them"))
+    for p in items:
+        for s, e, what in reserved:
+            if s < p.end and p.start < e:
+                issues.append(Issue("error", p.name, f"namespaces.{p.name}.offset",
+                                    f"[{p.start:#x}-{p.end - 1:#x}] overlaps {what} [{s:#x}-{e - 1:#x}]; "
+                                    "move the namespace or remove that argument"))
+    return issues
+
+
+def _check_headroom(config: Config, facts: HostFacts, placements: dict[str, Placement]) -> list[Issue]:
+    ram_total = sum(r.size for r in ram_entries(facts))
+    reserved = sum(p.size for p in placements.values())
+    struct_pages = reserved // 64
+    crash = facts.cmdline.crashkernel[0] if facts.cmdline.crashkernel else 0
+    left = ram_total - reserved - struct_pages - crash
+    floor = config.settings.min_free_ram
+    if placements and left < floor:
+        return [Issue("error", None, "settings.min_free_ram",
+                      f"only {human(max(left, 0))} of {human(ram_total)} RAM would stay with the OS "
+                      f"({human(reserved)} reserved + {human(struct_pages)} struct pages"
+                      + (f" + {human(crash)} crashkernel" if crash else "")
+                      + f"), less than min_free_ram {human(floor)}; reduce the namespace sizes or "
+                      "lower min_free_ram")]
+    return []
+
+
+def _check_numa(facts: HostFacts, placements: dict[str, Placement]) -> list[Issue]:
+    issues = []
+    for p in placements.values():
+        nodes, known = _node_of(facts, p.start, p.end)
+        if known and len(nodes) > 1:
+            issues.append(Issue("error", p.name, f"namespaces.{p.name}.offset",
+                                f"[{p.start:#x}-{p.end - 1:#x}] spans NUMA nodes {sorted(nodes)}; the "
+                                "kernel reports one node for the whole region: keep it inside one node"))
+    for node, ranges in facts.numa:
+        total = sum(e - s for s, e in ranges)
+        covered = sum(max(0, min(e, p.end) - max(s, p.start)) for s, e in ranges for p in placements.values())
+        if total and covered >= total:
+            issues.append(Issue("error", None, "namespaces",
+                                f"the namespaces would take all RAM of NUMA node {node}; leave it some"))
+    return issues
+
+
+def kaslr_token(config: Config, facts: HostFacts) -> tuple[str | None, str]:
+    """``nokaslr`` if the policy wants it, and why."""
+    policy = config.settings.kaslr
+    if policy is KaslrPolicy.DISABLE:
+        return "nokaslr", "settings.kaslr: disable"
+    if policy is KaslrPolicy.KEEP:
+        return None, "settings.kaslr: keep"
+    if not config.namespaces:
+        return None, "no namespaces"
+    ram_total = sum(r.size for r in ram_entries(facts))
+    if ram_total and ram_total <= 16 * GIB:
+        return "nokaslr", (f"settings.kaslr: auto and this host has {human(ram_total)} RAM (<= 16 GiB): "
+                           "the pmem.io how-to advises disabling KASLR there so the kernel cannot land "
+                           "in a reserved range")
+    return None, f"settings.kaslr: auto and this host has {human(ram_total)} RAM (> 16 GiB)"

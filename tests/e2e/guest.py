@@ -1,0 +1,490 @@
+#!/usr/bin/env python3
+"""pmemd e2e harness: run a job inside a real Debian 13 QEMU guest.
+
+CLI::
+
+    python3 tests/e2e/guest.py build [--force]         # build/refresh the cached image
+    python3 tests/e2e/guest.py probe                   # which accelerator (kvm|tcg) works
+    python3 tests/e2e/guest.py run --job job.sh [--file F ...] [--append 'memmap=1G!5G']
+                               [--grub] [--channel 9p|disk] [--nvdimm 1G] [--out DIR]
+
+API (for pytest)::
+
+    from guest import run_job, skip_reason
+    res = run_job("uname -r > $HARNESS_OUT/uname\\n", append="memmap=512M!5G")
+    res.read("uname")
+
+The job protocol (guest side: image/harness-run) runs job.sh once per boot with
+$HARNESS_BOOT, $HARNESS_OUT (guest-local dir, packed as one tarball per boot),
+$HARNESS_FILES (the --file copies) and $HARNESS_NEXT (write "reboot" there to get
+another boot; the default is power-off). QEMU always runs with -no-reboot on a
+throw-away qcow2 overlay of the cached disk; a guest reboot ends the qemu process
+with "reboot: Restarting system" on the console, and the harness starts qemu again
+on the same overlay. "reboot: Power down" ends the run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import build  # noqa: E402
+from build import Image, cache_dir, ensure_image, log, step  # noqa: E402
+
+QEMU = "qemu-system-x86_64"
+DEFAULT_MEM = "8G"
+DIRECT_APPEND = "root=/dev/vda1 ro console=ttyS0,115200 quiet"
+PROBE_SECONDS = 25.0
+
+RE_RESTART = re.compile(r"reboot: Restarting system")
+RE_POWEROFF = re.compile(r"reboot: Power down")
+RE_PANIC = re.compile(r"Kernel panic - not syncing")
+# ANSI CSI sequences (incl. "ESC [ ! p") and OSC sequences (ESC ] 104 BEL) from systemd/getty
+RE_ANSI = re.compile(r"\x1b\[[0-9;?!]*[A-Za-z]|\x1b\][0-9;]*[^\x07\x1b]*(?:\x07|\x1b\\)?")
+
+# Every qemu we start, by PID, so nothing survives us (also on exceptions/atexit).
+_LIVE: dict[int, subprocess.Popen] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=10)
+    with _LIVE_LOCK:
+        _LIVE.pop(proc.pid, None)
+
+
+@atexit.register
+def _kill_all() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE.values())
+    for p in procs:
+        _kill(p)
+
+
+class GuestError(RuntimeError):
+    """A boot failed (timeout, panic, no reboot/power-down line, ...)."""
+
+
+def skip_reason() -> str | None:
+    """Why the e2e harness cannot run here (None if it can)."""
+    if os.geteuid() != 0:
+        return "e2e guest tests need root (debootstrap, loop devices, chroot, 9p)"
+    missing = [t for t in (QEMU, "qemu-img", "debootstrap", "sfdisk", "losetup", "partx",
+                           "mkfs.ext4", "chroot", "debugfs") if shutil.which(t) is None]
+    if missing:
+        return ("missing host tools: " + ", ".join(missing) +
+                " (apt-get install -y --no-install-recommends qemu-system-x86 qemu-utils"
+                " debootstrap fdisk e2fsprogs)")
+    return None
+
+
+def parse_size(s: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMGT]?)", s.strip().upper())
+    if not m:
+        raise ValueError(f"bad size {s!r}")
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2)]
+
+
+# --------------------------------------------------------------------------- console
+
+class Console:
+    """Reads qemu's stdout (the serial console) into a timestamped log file."""
+
+    def __init__(self, proc: subprocess.Popen, logfile: Path, echo: bool) -> None:
+        self.proc = proc
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+        self.events: list[tuple[float, str]] = []  # (t, "restart"|"poweroff"|"panic")
+        self.linux_version_at: float | None = None
+        self.changed = threading.Event()
+        self._fh = open(logfile, "w", buffering=1, errors="replace")  # noqa: SIM115
+        self._echo = echo
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for raw in iter(self.proc.stdout.readline, b""):
+                t = time.monotonic() - self.t0
+                line = raw.decode("utf-8", "replace").replace("\r", "").rstrip("\n")
+                # strip ANSI colour/cursor sequences systemd or getty may emit
+                line = RE_ANSI.sub("", line)
+                self.lines.append(line)
+                self._fh.write(f"[{t:8.3f}] {line}\n")
+                if self._echo:
+                    print(f"  | [{t:7.2f}] {line}", file=sys.stderr, flush=True)
+                if self.linux_version_at is None and "Linux version" in line:
+                    self.linux_version_at = t
+                for rx, ev in ((RE_RESTART, "restart"), (RE_POWEROFF, "poweroff"),
+                               (RE_PANIC, "panic")):
+                    if rx.search(line):
+                        self.events.append((t, ev))
+                self.changed.set()
+        finally:
+            self.changed.set()
+
+    def close(self) -> None:
+        self._thread.join(timeout=5)
+        self._fh.close()
+
+    def last_event(self) -> str | None:
+        return self.events[-1][1] if self.events else None
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines[-n:])
+
+
+def _start_qemu(cmd: list[str], logfile: Path, echo: bool) -> tuple[subprocess.Popen, Console]:
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    with _LIVE_LOCK:
+        _LIVE[proc.pid] = proc
+    return proc, Console(proc, logfile, echo)
+
+
+# --------------------------------------------------------------------------- accel
+
+_ACCEL: str | None = None
+
+ACCEL_ARGS = {
+    "kvm": ["-accel", "kvm", "-cpu", "host"],
+    "tcg": ["-accel", "tcg,thread=multi", "-cpu", "max"],
+}
+
+
+def _probe_kvm(image: Image, workdir: Path) -> tuple[bool, str]:
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm not usable"
+    cmd = [QEMU, "-machine", "pc", "-m", "1G", "-smp", "1", *ACCEL_ARGS["kvm"],
+           "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "stdio",
+           "-no-reboot", "-kernel", str(image.kernel),
+           "-append", "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1"]
+    proc, con = _start_qemu(cmd, workdir / "kvm-probe.log", echo=False)
+    try:
+        deadline = time.monotonic() + PROBE_SECONDS
+        while time.monotonic() < deadline:
+            if con.linux_version_at is not None:
+                return True, f"kernel printed 'Linux version' after {con.linux_version_at:.1f} s"
+            if proc.poll() is not None:
+                break
+            con.changed.wait(0.5)
+            con.changed.clear()
+        if proc.poll() is not None and con.linux_version_at is None:
+            return False, "qemu exited: " + (con.tail(3).replace("\n", " | ") or "no output")
+        return False, f"no 'Linux version' on the console within {PROBE_SECONDS:.0f} s"
+    finally:
+        _kill(proc)
+        con.close()
+
+
+def accel(image: Image | None = None) -> str:
+    """'kvm' if a real kernel boots under KVM here, else 'tcg'. Env PMEMD_E2E_ACCEL overrides.
+
+    The answer is cached per host boot in $CACHE/accel.json (the probe costs ~25 s when
+    KVM is present but unusable, as with PVM nested virtualisation).
+    """
+    global _ACCEL
+    if _ACCEL:
+        return _ACCEL
+    env = os.environ.get("PMEMD_E2E_ACCEL")
+    if env:
+        if env not in ACCEL_ARGS:
+            raise ValueError(f"PMEMD_E2E_ACCEL must be kvm or tcg, not {env!r}")
+        _ACCEL = env
+        log(f"accel: {env} (from PMEMD_E2E_ACCEL)")
+        return env
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    qver = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    memo = cache_dir() / "accel.json"
+    with contextlib.suppress(Exception):
+        saved = json.loads(memo.read_text())
+        if saved["boot_id"] == boot_id and saved["qemu"] == qver:
+            _ACCEL = saved["accel"]
+            log(f"accel: {_ACCEL} (probed earlier this host boot: {saved['why']})")
+            return _ACCEL
+    image = image or ensure_image()
+    with tempfile.TemporaryDirectory(prefix="pmemd-e2e-probe-") as td, step("KVM probe"):
+        ok, why = _probe_kvm(image, Path(td))
+    _ACCEL = "kvm" if ok else "tcg"
+    log(f"accel: {_ACCEL} (KVM probe: {why})")
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"boot_id": boot_id, "qemu": qver, "accel": _ACCEL, "why": why}))
+    return _ACCEL
+
+
+# --------------------------------------------------------------------------- runs
+
+@dataclass
+class BootInfo:
+    number: int
+    seconds: float
+    end: str  # "restart" | "poweroff"
+    console: Path
+
+
+@dataclass
+class RunResult:
+    out: Path
+    accel: str
+    mode: str
+    boots: list[BootInfo] = field(default_factory=list)
+    qemu_cmds: list[list[str]] = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+    def read(self, name: str) -> str:
+        return (self.out / name).read_text()
+
+    def rc(self, boot: int) -> int | None:
+        p = self.out / f"job-boot{boot}.rc"
+        return int(p.read_text().strip()) if p.exists() else None
+
+    def job_log(self, boot: int) -> str:
+        p = self.out / f"job-boot{boot}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    @property
+    def seconds(self) -> float:
+        return sum(b.seconds for b in self.boots)
+
+
+def _qemu_cmd(*, image: Image, overlay: Path, accel_name: str, mode: str, append: str,
+              channel: str, jobdir: Path, jobdisk: Path | None, nvdimm: Path | None,
+              nvdimm_size: int, mem: str, smp: int, extra: Sequence[str]) -> list[str]:
+    machine = "pc"
+    memarg = mem
+    cmd = [QEMU, "-name", "pmemd-e2e"]
+    if nvdimm is not None:
+        machine += ",nvdimm=on"
+        maxmem = parse_size(mem) + max(nvdimm_size, 1 << 30) + (8 << 30)
+        memarg = f"{mem},slots=2,maxmem={maxmem >> 20}M"
+    cmd += ["-machine", machine, "-m", memarg, "-smp", str(smp), *ACCEL_ARGS[accel_name],
+            "-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
+            "-serial", "stdio", "-no-reboot",
+            "-drive", f"file={overlay},if=virtio,format=qcow2"]
+    if mode == "kernel":
+        cmd += ["-kernel", str(image.kernel), "-initrd", str(image.initrd),
+                "-append", f"{DIRECT_APPEND} {append}".strip()]
+    if channel == "9p":
+        cmd += ["-virtfs", f"local,path={jobdir},mount_tag=harness,security_model=none,id=harness"]
+    else:
+        assert jobdisk is not None
+        cmd += ["-drive", f"file={jobdisk},if=virtio,format=raw"]
+    if nvdimm is not None:
+        cmd += ["-object", f"memory-backend-file,id=mem1,share=on,mem-path={nvdimm},"
+                           f"size={nvdimm_size >> 20}M",
+                "-device", "nvdimm,id=nv1,memdev=mem1"]
+    cmd += list(extra)
+    return cmd
+
+
+def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str = "kernel",
+            append: str = "", channel: str = "9p", nvdimm: str | None = None,
+            qemu_args: Sequence[str] = (), mem: str = DEFAULT_MEM, smp: int = 2,
+            boot_timeout: float | None = None, max_boots: int = 4,
+            out_dir: str | os.PathLike | None = None, image: Image | None = None,
+            verbose: bool | None = None) -> RunResult:
+    """Boot the guest, run `script` as job.sh on every boot, return the collected out/.
+
+    mode: "kernel" = direct kernel boot (-kernel/-initrd/-append, `append` is added to
+          the command line); "grub" = SeaBIOS boots GRUB from the disk (the guest's own
+          grub.cfg decides the command line; `append` must be empty).
+    channel: "9p" (virtio-9p share) or "disk" (a second virtio disk labelled HARNESS).
+    nvdimm: size of a QEMU NVDIMM to add (e.g. "1G"), backed by a sparse temp file.
+    out_dir: where to put the results (created; default: a new /tmp/pmemd-e2e-out-*).
+    Raises GuestError on a boot timeout, a kernel panic, more than max_boots boots or
+    a qemu exit without a reboot/power-down line. Job failures are NOT raised: check
+    result.rc(n).
+    """
+    if mode not in ("kernel", "grub"):
+        raise ValueError("mode must be 'kernel' or 'grub'")
+    if mode == "grub" and append:
+        raise ValueError("append only works with mode='kernel' (GRUB mode: edit grub in the job)")
+    if channel not in ("9p", "disk"):
+        raise ValueError("channel must be '9p' or 'disk'")
+    if verbose is None:
+        verbose = bool(os.environ.get("PMEMD_E2E_VERBOSE"))
+    image = image or ensure_image()
+    accel_name = accel(image)
+    if boot_timeout is None:
+        boot_timeout = float(os.environ.get("PMEMD_E2E_BOOT_TIMEOUT",
+                                            "420" if accel_name == "tcg" else "180"))
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="pmemd-e2e-out-"))
+    out.mkdir(parents=True, exist_ok=True)
+    result = RunResult(out=out, accel=accel_name, mode=mode)
+    work = Path(tempfile.mkdtemp(prefix="pmemd-e2e-run-"))
+    t_run = time.monotonic()
+    try:
+        jobdir = work / "job"
+        (jobdir / "files").mkdir(parents=True)
+        (jobdir / "out").mkdir()
+        (jobdir / "job.sh").write_text(script)
+        for f in files:
+            shutil.copy(f, jobdir / "files" / Path(f).name)
+        jobdisk = None
+        if channel == "disk":
+            size = 64 + 2 * sum(p.stat().st_size for p in jobdir.rglob("*") if p.is_file()) // (1 << 20)
+            jobdisk = work / "jobdisk.ext4"
+            build.run(["mkfs.ext4", "-q", "-F", "-L", "HARNESS", "-d", str(jobdir), str(jobdisk),
+                       f"{size}M"])
+        overlay = work / "overlay.qcow2"
+        build.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk),
+                   str(overlay)])
+        nv_file = None
+        nv_size = 0
+        if nvdimm:
+            nv_size = parse_size(nvdimm)
+            nv_file = work / "nvdimm.img"
+            with open(nv_file, "wb") as fh:
+                fh.truncate(nv_size)
+        cmd = _qemu_cmd(image=image, overlay=overlay, accel_name=accel_name, mode=mode,
+                        append=append, channel=channel, jobdir=jobdir, jobdisk=jobdisk,
+                        nvdimm=nv_file, nvdimm_size=nv_size, mem=mem, smp=smp, extra=qemu_args)
+        log(f"accel: {accel_name}; mode: {mode}; channel: {channel}")
+        log("qemu: " + shlex.join(cmd))
+        for n in range(1, max_boots + 1):
+            result.qemu_cmds.append(cmd)
+            info = _one_boot(cmd, n, out, boot_timeout, verbose)
+            result.boots.append(info)
+            if info.end == "poweroff":
+                break
+        else:
+            raise GuestError(f"guest still rebooting after {max_boots} boots (see {out})")
+        # collect the per-boot tarballs
+        src = jobdir / "out"
+        if channel == "disk":
+            assert jobdisk is not None
+            dst = work / "diskout"
+            dst.mkdir()
+            build.run(["debugfs", "-R", f"rdump /out {dst}", str(jobdisk)],
+                      capture_output=True)
+            src = dst / "out"
+        tars = sorted(src.glob("boot*.tar"), key=lambda p: int(re.sub(r"\D", "", p.name)))
+        for tar in tars:
+            build.run(["tar", "--no-same-owner", "-C", str(out), "-xf", str(tar)])
+        missing = [b.number for b in result.boots if not (out / f"job-boot{b.number}.rc").exists()]
+        if missing:
+            log(f"WARNING: no job result from boot(s) {missing} (see console-boot*.log in {out})")
+        return result
+    finally:
+        (out / "run.json").write_text(json.dumps({
+            "accel": accel_name, "mode": mode, "channel": channel, "append": append,
+            "nvdimm": nvdimm, "seconds": round(time.monotonic() - t_run, 1),
+            "boots": [{"n": b.number, "seconds": round(b.seconds, 1), "end": b.end}
+                      for b in result.boots],
+            "qemu": result.qemu_cmds[:1] and shlex.join(result.qemu_cmds[0]),
+            "image": image.manifest.get("kernel"),
+        }, indent=1) + "\n")
+        build.safe_rmtree(work)
+        log(f"run: {len(result.boots)} boot(s) in {time.monotonic() - t_run:.1f} s; results in {out}")
+
+
+def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool) -> BootInfo:
+    console_log = out / f"console-boot{n}.log"
+    t0 = time.monotonic()
+    proc, con = _start_qemu(cmd, console_log, echo=verbose)
+    try:
+        deadline = t0 + timeout
+        panic_at = None
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now > deadline:
+                raise GuestError(f"boot {n}: no power-down/reboot within {timeout:.0f} s "
+                                 f"(qemu killed); console tail:\n{con.tail()}")
+            if con.last_event() == "panic":
+                panic_at = panic_at or now
+                if now - panic_at > 3:
+                    raise GuestError(f"boot {n}: kernel panic; console tail:\n{con.tail()}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+        con.close()
+        secs = time.monotonic() - t0
+        ev = con.last_event()
+        if ev not in ("restart", "poweroff"):
+            raise GuestError(f"boot {n}: qemu exited (rc {proc.returncode}) without "
+                             f"'reboot: Power down' or 'reboot: Restarting system'; "
+                             f"console tail:\n{con.tail()}")
+        log(f"boot {n}: {secs:.1f} s, ended with {'reboot' if ev == 'restart' else 'power-off'}"
+            + (f" (kernel up at {con.linux_version_at:.1f} s)" if con.linux_version_at else ""))
+        return BootInfo(number=n, seconds=secs, end=ev, console=console_log)
+    finally:
+        _kill(proc)
+        con.close()
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _sigterm(signum, frame):  # type: ignore[no-untyped-def]
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="guest.py", description="pmemd e2e QEMU guest harness")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build the cached guest image if the recipe changed")
+    b.add_argument("--force", action="store_true")
+    sub.add_parser("probe", help="probe kvm vs tcg (boots the kernel under KVM)")
+    r = sub.add_parser("run", help="run a job in a guest, print the result dir")
+    r.add_argument("--job", required=True, help="shell script run as job.sh on every boot")
+    r.add_argument("--file", action="append", default=[], help="copied to $HARNESS_FILES/")
+    r.add_argument("--append", default="", help="extra kernel args (direct-kernel mode)")
+    r.add_argument("--grub", action="store_true", help="boot the disk through GRUB")
+    r.add_argument("--channel", choices=("9p", "disk"), default="9p")
+    r.add_argument("--nvdimm", metavar="SIZE", help="add a QEMU NVDIMM of SIZE (e.g. 1G)")
+    r.add_argument("--mem", default=DEFAULT_MEM)
+    r.add_argument("--qemu-arg", action="append", default=[], help="extra qemu argument")
+    r.add_argument("--out", help="result dir (default: new /tmp/pmemd-e2e-out-*)")
+    r.add_argument("--timeout", type=float, help="per-boot timeout in seconds")
+    r.add_argument("--max-boots", type=int, default=4)
+    r.add_argument("-v", "--verbose", action="store_true", help="echo the serial console")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    reason = skip_reason()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    if args.cmd == "build":
+        print(ensure_image(force=args.force).dir)
+        return 0
+    if args.cmd == "probe":
+        print(accel())
+        return 0
+    res = run_job(Path(args.job).read_text(), files=args.file,
+                  mode="grub" if args.grub else "kernel", append=args.append,
+                  channel=args.channel, nvdimm=args.nvdimm, qemu_args=args.qemu_arg,
+                  mem=args.mem, boot_timeout=args.timeout, max_boots=args.max_boots,
+                  out_dir=args.out, verbose=args.verbose)
+    for bi in res.boots:
+        print(f"boot {bi.number}: {bi.seconds:.1f} s, job rc={res.rc(bi.number)}, "
+              f"ended with {bi.end}", file=sys.stderr)
+    print(res.out)
+    return 0 if all(res.rc(bi.number) == 0 for bi in res.boots) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
