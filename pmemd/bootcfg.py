@@ -9,6 +9,7 @@ entry of ``/boot/grub/grub.cfg``, which ``update-grub`` generates.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 
@@ -187,8 +188,8 @@ def parse_grub_cfg(path: str, text: str, saved_entry: str | None = None) -> tupl
 
 def parse_bls_entry(text: str) -> dict[str, str]:
     keys: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         key, _, value = line.partition(" ")
@@ -247,8 +248,6 @@ def parse_bls_entries(files: list[tuple[str, str]], grubenv: dict[str, str],
 
 
 def _glob(pattern: str, name: str) -> bool:
-    import fnmatch
-
     return "*" in pattern and fnmatch.fnmatchcase(name, pattern)
 
 

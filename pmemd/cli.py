@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     st = sub.add_parser("status", help="desired / configured / running per namespace, pending reboot")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    ap = sub.add_parser("apply", help="make the host match the config (mkfs only on blank or pmemd-made "
+                        "devices; kernel-argument changes take effect after a reboot)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="go through every step but skip the side effects; exit 2 if changes are pending")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("schema", help="print the JSON Schema of the config file")
     return p
 
@@ -91,6 +97,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(config_text(loaded))
         return EXIT_OK
     runner = SubprocessRunner()
+    if args.command == "apply":
+        return _apply(target, runner, dry_run=args.dry_run, as_json=args.json)
     a = assess(target, runner)
     if args.command == "validate":
         for issue in a.plan.issues:
@@ -119,6 +127,46 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_ERROR if a.plan.errors else EXIT_OK
     parser.error(f"unknown command {args.command}")
     return EXIT_ERROR
+
+
+def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: bool) -> int:
+    from pmemd.execute import apply
+    from pmemd.journal import Journal
+
+    if not dry_run and target.root.is_host and os.geteuid() != 0:
+        raise UserError("apply changes boot config, filesystems and mounts: run it as root "
+                        "(or try `pmemd apply --dry-run`)")
+    journal = Journal.default(target.root if not dry_run else None)
+    passes = apply(target, runner, journal, dry_run=dry_run)
+    last = passes[-1]
+    if as_json:
+        print(json.dumps({
+            "dry_run": dry_run,
+            "passes": [{
+                "actions": [{"kind": o.action.kind.value, "label": o.action.label.value,
+                             "namespace": o.action.namespace, "summary": o.action.summary,
+                             "result": o.result, "message": o.message} for o in p.outcomes],
+                "issues": [asdict(i) for i in p.plan.issues],
+                "side_effects": list(p.side_effects),
+            } for p in passes],
+            "summary": summary_line(last.assessment),
+        }, indent=2))
+    else:
+        for p in passes:
+            for issue in p.plan.issues:
+                print(f"{_issue_loc(p.assessment.loaded, issue.key)}{issue}")
+            for o in p.outcomes:
+                print(f"[{o.result}] {o.action.summary}" + (f": {o.message}" if o.message else ""))
+            if dry_run and p.side_effects:
+                print("side effects skipped in this dry run:")
+                print("\n".join(f"  {s}" for s in p.side_effects))
+        if not any(p.outcomes for p in passes) and not last.plan.errors:
+            print("in sync: nothing to do")
+    if any(p.failed for p in passes):
+        return EXIT_ERROR
+    if dry_run:
+        return EXIT_CHANGES if last.plan.actions else EXIT_OK
+    return EXIT_OK
 
 
 def _plan_exit(p: Plan) -> int:

@@ -18,8 +18,6 @@ from pydantic import ValidationError
 from pmemd.model import Config
 
 
-
-
 @dataclass(frozen=True)
 class Loc:
     file: str
@@ -340,6 +338,8 @@ def _allowed_keys(path: tuple[str, ...]) -> list[str]:
     if len(path) == 2 and path[0] == "namespaces":
         return list(Namespace.model_fields)
     if len(path) == 3 and path[0] == "namespaces":
-        model = {"filesystem": Filesystem, "mount": Mount}.get(path[2])
-        return list(model.model_fields) if model else []
+        if path[2] == "filesystem":
+            return list(Filesystem.model_fields)
+        if path[2] == "mount":
+            return list(Mount.model_fields)
     return []

@@ -294,7 +294,7 @@ class Namespace(_Strict):
 
 class Config(_Strict):
     version: Literal[1] = Field(description="Config format version; must be 1.")
-    settings: Settings = Field(default_factory=Settings)  # type: ignore[arg-type]
+    settings: Settings = Field(default_factory=Settings)
     namespaces: dict[Annotated[str, Field(pattern=f"^{NAME_RE}$")], Namespace] = Field(
         default_factory=dict,
         description="Emulated pmem regions by name (lower-case letters, digits, '-', '_').",

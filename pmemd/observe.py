@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 
 from pmemd import bootcfg, parse
 from pmemd.facts import (
@@ -16,6 +17,7 @@ from pmemd.facts import (
     HostFacts,
     IomemEntry,
     MemRange,
+    MountEntry,
     NdNamespace,
     NdRegion,
     PathFact,
@@ -124,6 +126,20 @@ def read_numa(root: Root) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
     return tuple(nodes)
 
 
+def read_mounts(root: Root) -> tuple[MountEntry, ...]:
+    """Mounts from mountinfo. Below a --root whose mountinfo is the live one (tests on loop
+    devices), paths under the root prefix are shown as the host paths they stand for."""
+    entries = parse.parse_mountinfo(root.read_text("/proc/self/mountinfo") or "")
+    if root.is_host:
+        return entries
+    prefix = str(root.prefix)
+
+    def strip(p: str) -> str:
+        return p[len(prefix):] if p.startswith(prefix + "/") else p
+
+    return tuple(replace(m, mount_point=strip(m.mount_point), source=strip(m.source)) for m in entries)
+
+
 def read_kmsg(root: Root) -> str | None:
     """The kernel log: /dev/kmsg read without blocking (a regular file in captured trees)."""
     path = root.join("/dev/kmsg")
@@ -190,7 +206,6 @@ def read_boot_config(root: Root, forced: str | None = None) -> BootConfig:
         loader = bootcfg.parse_bls_entry(root.read_text(f"{esp}/loader/loader.conf") or "")
         bls = [(p, root.read_text(p) or "") for p in _bls_files(root, f"{esp}/loader/entries")]
         entries = bootcfg.parse_bls_entries(bls, {}, loader.get("default"))
-        owned_file = "/etc/kernel/cmdline"
     if layout in ("grubby", "grub2-mkconfig", "systemd-boot"):
         kc = root.read_text("/etc/kernel/cmdline")
         if kc is not None:
@@ -250,7 +265,7 @@ def observe(root: Root, runner: Runner | None, *, bootloader: str | None = None,
     """Everything the planner needs, read from the host (or a captured tree)."""
     kmsg = read_kmsg(root)
     regions = read_regions(root)
-    mounts = parse.parse_mountinfo(root.read_text("/proc/self/mountinfo") or "")
+    mounts = read_mounts(root)
     signatures = []
     if runner is not None:
         mounted = {m.source for m in mounts}

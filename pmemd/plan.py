@@ -8,7 +8,7 @@ empty when the host matches the config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from pmemd.facts import HostFacts, MountEntry, NdNamespace, NdRegion
@@ -199,6 +199,15 @@ def plan(config: Config, facts: HostFacts, owned: Owned) -> Plan:
     to_add = tuple(t for t in desired if t not in next_set)
     stale_owned = tuple(t for t in owned.kernel_args if t not in desired)
     to_remove = tuple(t for t in stale_owned if t in next_set or t in facts.boot.owned_tokens)
+    if facts.boot.layout == "grubby" and to_add and next_args is not None:
+        foreign = [e.token for e in parse_cmdline(" ".join(next_args)).memmap
+                   if e.token not in owned.kernel_args and e.token not in desired]
+        if foreign:
+            issues.append(Issue("error", None, "namespaces",
+                                f"the boot entries carry {' '.join(dict.fromkeys(foreign))}, which pmemd "
+                                "did not set; grubby drops every memmap= of an entry when one is added, so "
+                                "pmemd will not add its own. Remove it (grubby --update-kernel=ALL "
+                                "--remove-args=memmap) or declare it as a namespace in pmem.yaml"))
     owned_file_ok = set(facts.boot.owned_tokens) == set(desired) or facts.boot.owned_file is None
     if next_args is not None and (to_add or to_remove or not owned_file_ok):
         if facts.boot.layout == "unknown":
@@ -340,8 +349,6 @@ def _namespace_chain(name: str, ns: Namespace, p: Placement, facts: HostFacts, o
 
 
 def _with(view: NamespaceView, **changes: object) -> NamespaceView:
-    from dataclasses import replace
-
     return replace(view, **changes)  # type: ignore[arg-type]
 
 

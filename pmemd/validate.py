@@ -9,6 +9,7 @@ cost, stays within one NUMA node, and more than 4 regions draws a KASLR warning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from pmemd.facts import HostFacts, MemmapKind, MemRange
 from pmemd.model import Config, KaslrPolicy
@@ -81,9 +82,10 @@ def foreign_reservations(facts: HostFacts, owned: Owned) -> list[tuple[int, int,
             if e.kind in (MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI, MemmapKind.RAM):
                 seen.add(e.token)
                 out.append((e.start, e.start + e.size, f"{e.token} (not set by pmemd)"))
-        if cl.crashkernel and cl.crashkernel[1] is not None:
-            size, start = cl.crashkernel
-            out.append((start, start + size, f"crashkernel={render(size)}@{render(start)}"))
+        if cl.crashkernel is not None:
+            size, fixed = cl.crashkernel
+            if fixed is not None:
+                out.append((fixed, fixed + size, f"crashkernel={render(size)}@{render(fixed)}"))
     return out
 
 
@@ -145,7 +147,9 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
         taken = [(p.start, p.end, f"namespace {p.name}") for p in placements.values()] + reserved
         prior = owned.namespaces.get(name)
         spot = None
-        if prior is not None and prior.size == ns.size and _free(prior.start, prior.end, ram, taken, facts):
+        prior_ok = prior is not None and prior.size == ns.size and _free(
+            prior.start, prior.start + prior.size, ram, taken, facts)
+        if prior is not None and prior_ok:
             spot = (prior.start, "kept from the previous placement (recorded in the state file)")
         if spot is None:
             spot = _first_fit(ns.size, ram, taken, facts)
@@ -212,7 +216,7 @@ def _first_fit(size: int, ram: tuple[MemRange, ...], taken: list[tuple[int, int,
 def _check_overlaps(placements: dict[str, Placement], reserved: list[tuple[int, int, str]]) -> list[Issue]:
     issues = []
     items = sorted(placements.values(), key=lambda p: p.start)
-    for a, b in zip(items, items[1:], strict=False):
+    for a, b in pairwise(items):
         if b.start < a.end:
             issues.append(Issue("error", b.name, f"namespaces.{b.name}.offset",
                                 f"[{b.start:#x}-{b.end - 1:#x}] overlaps namespace {a.name} "
