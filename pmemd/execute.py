@@ -21,6 +21,7 @@ from datetime import datetime
 from pmemd import observe as obs
 from pmemd import state as st
 from pmemd.bootloader import BackendError, Tools, get_backend
+from pmemd.config import Loaded
 from pmemd.engine import Assessment, Target, assess
 from pmemd.facts import MountEntry
 from pmemd.fsroot import Root
@@ -458,13 +459,14 @@ def apply_pass(target: Target, runner: Runner, journal: Journal, *, dry_run: boo
 
 
 def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = False,
-          max_passes: int = 4) -> list[PassResult]:
+          max_passes: int = 4, loaded: Loaded | None = None) -> list[PassResult]:
     """Apply until the plan is empty, fails, or stops making progress (a mode change or a mkfs
     changes what the next observation sees, so one call can take more than one pass)."""
     results: list[PassResult] = []
     seen: set[tuple[tuple[str, str | None], ...]] = set()
     for _ in range(max_passes):
-        r = apply_pass(target, runner, journal, dry_run=dry_run)
+        r = apply_pass(target, runner, journal, dry_run=dry_run,
+                       assessment=assess(target, runner, loaded) if loaded else None)
         results.append(r)
         key = tuple((a.kind.value, a.namespace) for a in r.plan.actions)
         if dry_run or r.failed or not r.plan.actions or key in seen:

@@ -171,8 +171,8 @@ def readme(sc: Scenario, res: guest.RunResult, image_manifest: dict) -> str:
         "SeaBIOS booted GRUB from the guest disk (MBR, one ext4 partition labelled "
         "pmemroot); `update-grub` inside the guest generated the `boot/grub/grub.cfg` "
         "captured here, and boot 2 (QEMU restarted on the same qcow2 overlay after the "
-        "guest's reboot) ran with it. The memmap arguments came from a GRUB drop-in, not "
-        "from `-append`.\n",
+        "guest's reboot) ran with it. No `-append`/`-kernel` was used"
+        + (": the memmap arguments came from a GRUB drop-in.\n" if sc.args else ".\n"),
         drop_in,
         "QEMU command line (paths are of the harness's temporary run dir):\n",
         f"```\n{qemu_cmd}\n```\n",

@@ -1,0 +1,172 @@
+"""``pmemd daemon``: reconcile at start, on config changes, on SIGHUP and periodically.
+
+Level-triggered: every pass re-reads all config and all host state. Events (file changes,
+signals) only wake the loop; a burst of them within the debounce window makes one pass. Between
+events the process sleeps in one blocking ``queue.get`` that times out only for the periodic
+resync and the systemd watchdog ping.
+
+A config that fails to load (syntax error, a file half-written or deleted mid-edit) never
+changes the host: the daemon keeps acting on the last good config, says so in STATUS and the
+journal, and recovers by itself once the file is fixed. Deleting ``/etc/pmem.yaml`` is treated
+the same way: to remove every namespace, write ``namespaces: {}``.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from types import FrameType
+
+from pmemd.config import ConfigErrors, Loaded
+from pmemd.engine import Target, assess, load_config
+from pmemd.execute import apply
+from pmemd.journal import ERR, INFO, NOTICE, Journal
+from pmemd.notify import Notifier, watchdog_interval
+from pmemd.report import summary_line
+from pmemd.runner import Runner
+
+DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
+
+
+@dataclass
+class Event:
+    kind: str  # change | reload | stop
+    detail: str = ""
+
+
+class Daemon:
+    def __init__(self, target: Target, runner: Runner, journal: Journal, notifier: Notifier,
+                 *, debounce: float = DEBOUNCE, watch: bool = True) -> None:
+        self.target = target
+        self.runner = runner
+        self.journal = journal
+        self.notifier = notifier
+        self.debounce = debounce
+        self.watch = watch
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.last_good: Loaded | None = None
+        self.config_error: str | None = None
+        self.passes = 0
+        self.resync = 300.0
+
+    # --- event sources ---------------------------------------------------------------------
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.events.put(Event("reload" if signum == signal.SIGHUP else "stop", signal.Signals(signum).name))
+
+    def post_change(self, path: str) -> None:
+        self.events.put(Event("change", path))
+
+    # --- one pass --------------------------------------------------------------------------
+
+    def load(self) -> Loaded | None:
+        """The config to act on: the current one if it loads, else the last good one."""
+        try:
+            loaded = load_config(self.target)
+        except ConfigErrors as exc:
+            first = exc.issues[0]
+            text = str(first) + (f" (+{len(exc.issues) - 1} more)" if len(exc.issues) > 1 else "")
+            if text != self.config_error:
+                for issue in exc.issues:
+                    self.journal.event("config-error", str(issue), priority=ERR, result="error")
+            self.config_error = text
+            return self.last_good
+        if self.config_error is not None:
+            self.journal.event("config-error", "config is valid again", priority=NOTICE, result="ok")
+        self.config_error = None
+        self.last_good = loaded
+        self.resync = float(loaded.config.settings.resync_interval)
+        return loaded
+
+    def run_pass(self) -> str:
+        loaded = self.load()
+        self.passes += 1
+        if loaded is None:
+            return f"config error at {self.config_error}; no good config yet, changing nothing"
+        try:
+            results = apply(self.target, self.runner, self.journal, loaded=loaded)
+        except Exception as exc:  # a bug or an unexpected host state must not kill the daemon
+            self.journal.event("pass", f"pass failed: {exc}\n{traceback.format_exc()}", priority=ERR,
+                               result="error")
+            return f"error: {exc} (retrying at the next event or resync)"
+        final = assess(self.target, self.runner, loaded)
+        status = summary_line(final)
+        done = sum(1 for r in results for o in r.outcomes if o.result == "ok")
+        if done:
+            self.journal.event("pass", f"pass finished: {done} action(s); {status}", priority=INFO,
+                               result="ok")
+        if self.config_error is not None:
+            status = f"config error at {self.config_error} — keeping last good config; {status}"
+        return status
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _drain(self, first: Event) -> list[Event]:
+        """Collect the burst that started with ``first`` until ``debounce`` seconds of quiet."""
+        got = [first]
+        while True:
+            try:
+                got.append(self.events.get(timeout=self.debounce))
+            except queue.Empty:
+                return got
+
+    def run(self) -> int:
+        old_hup = signal.signal(signal.SIGHUP, self._signal)
+        old_term = signal.signal(signal.SIGTERM, self._signal)
+        old_int = signal.signal(signal.SIGINT, self._signal)
+        watcher = None
+        if self.watch:
+            from pmemd.watch import ConfigWatcher
+
+            watcher = ConfigWatcher(self.target.root, self.post_change, self.target.config_path,
+                                    self.target.config_root)
+            watcher.start()
+        try:
+            self.notifier.ready(self.run_pass())
+            ping = watchdog_interval()
+            now = time.monotonic()
+            next_resync = now + self.resync
+            next_ping = now + ping if ping else None
+            while True:
+                deadline = min(filter(None, (next_resync, next_ping)))
+                try:
+                    ev = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    now = time.monotonic()
+                    if next_ping is not None and now >= next_ping:
+                        self.notifier.watchdog()
+                        next_ping = now + (ping or 0)
+                    if now >= next_resync:
+                        self.notifier.status(self.run_pass())
+                        next_resync = time.monotonic() + self.resync
+                    continue
+                burst = self._drain(ev)
+                if any(e.kind == "stop" for e in burst):
+                    self.notifier.stopping()
+                    return 0
+                reload = any(e.kind == "reload" for e in burst)
+                if reload:
+                    self.notifier.reloading()
+                status = self.run_pass()
+                if reload:
+                    self.notifier.ready(status)
+                else:
+                    self.notifier.status(status)
+                next_resync = time.monotonic() + self.resync
+                if next_ping is not None and time.monotonic() >= next_ping:
+                    self.notifier.watchdog()
+                    next_ping = time.monotonic() + (ping or 0)
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            signal.signal(signal.SIGHUP, old_hup)
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+
+
+def main(target: Target, runner: Runner) -> int:
+    journal = Journal.default(target.root)
+    return Daemon(target, runner, journal, Notifier()).run()

@@ -1,0 +1,163 @@
+"""The daemon loop, driven by events and observed through a real sd_notify datagram socket.
+
+The host is a systemd-boot tree with ``reboot: never``: reconciling it needs no external command
+(the backend edits /etc/kernel/cmdline and the loader entries itself), so the real daemon runs
+as a subprocess with real signals and nothing is faked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD_EMPTY = "version: 1\nsettings: {reboot: never, kaslr: keep, min_free_ram: 1G}\nnamespaces: {}\n"
+GOOD_ONE = (
+    "version: 1\nsettings: {reboot: never, kaslr: keep, min_free_ram: 1G}\n"
+    "namespaces:\n  fast:\n    size: 1G\n    offset: 5G\n"
+)
+BROKEN = "version: 1\nnamespaces:\n  fast:\n    size: [1G\n"
+
+
+def make_sdboot_tree(root: Path) -> None:
+    (root / "proc").mkdir(parents=True)
+    (root / "proc/cmdline").write_text("initrd=\\initrd.img root=/dev/vda1 rw quiet\n")
+    ranges = [("0x0", "0x9fbff", "System RAM"), ("0x100000", "0xbffdcfff", "System RAM"),
+              ("0xbffdd000", "0xbfffffff", "Reserved"), ("0x100000000", "0x23fffffff", "System RAM")]
+    for i, (s, e, t) in enumerate(ranges):
+        d = root / f"sys/firmware/memmap/{i}"
+        d.mkdir(parents=True)
+        (d / "start").write_text(s + "\n")
+        (d / "end").write_text(e + "\n")
+        (d / "type").write_text(t + "\n")
+    (root / "efi/loader/entries").mkdir(parents=True)
+    (root / "efi/loader/loader.conf").write_text("default debian-*\ntimeout 0\n")
+    (root / "efi/loader/entries/debian-6.12.conf").write_text(
+        "title Debian\nversion 6.12\nlinux /vmlinuz-6.12\ninitrd /initrd.img-6.12\noptions root=/dev/vda1 rw quiet\n")
+    (root / "etc/kernel").mkdir(parents=True)
+    (root / "etc/kernel/cmdline").write_text("root=/dev/vda1 rw quiet\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)  # what editors do: a new file renamed over the old one
+
+
+class Notify:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, predicate: str, timeout: float = 15.0) -> str:
+        """Receive datagrams until one contains ``predicate``; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.messages.append(data)
+            if predicate in data:
+                return data
+        raise AssertionError(f"no sd_notify message containing {predicate!r}; got {self.messages}")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
+    root = tmp_path / "root"
+    make_sdboot_tree(root)
+    (root / "etc/pmem.yaml").write_text(GOOD_EMPTY)
+    os.chmod(root / "etc/pmem.yaml", 0o644)
+    notify = Notify(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "pmemd", "--root", str(root), "daemon"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield root, notify, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        notify.sock.close()
+
+
+def entry_options(root: Path) -> str:
+    text = (root / "efi/loader/entries/debian-6.12.conf").read_text()
+    return next(line for line in text.splitlines() if line.startswith("options "))
+
+
+def test_daemon_story(daemon) -> None:  # type: ignore[no-untyped-def]
+    root, notify, proc = daemon
+    ready = notify.wait_for("READY=1")
+    assert "STATUS=in sync: no namespaces configured" in ready
+
+    # An edit is picked up by the watcher: one pass writes the boot config.
+    write_atomic(root / "etc/pmem.yaml", GOOD_ONE)
+    status = notify.wait_for("STATUS=reboot pending")
+    assert "memmap=1G!5G" in status
+    assert "memmap=1G!5G" in entry_options(root)
+    assert "memmap=1G!5G" in (root / "etc/kernel/cmdline").read_text()
+    log = (root / "var/lib/pmemd/actions.jsonl").read_text().splitlines()
+    assert sum('"set-kernel-args"' in line for line in log) == 1
+
+    # A broken edit: the last good config stays in force and STATUS says why.
+    write_atomic(root / "etc/pmem.yaml", BROKEN)
+    status = notify.wait_for("config error")
+    assert "/etc/pmem.yaml:" in status and "keeping last good config" in status
+    assert "memmap=1G!5G" in entry_options(root)
+
+    # Deleting the file mid-edit changes nothing either.
+    (root / "etc/pmem.yaml").unlink()
+    status = notify.wait_for("main config file is missing")
+    assert "memmap=1G!5G" in entry_options(root)
+
+    # Fixed again: the daemon recovers by itself.
+    write_atomic(root / "etc/pmem.yaml", GOOD_ONE)
+    status = notify.wait_for("STATUS=reboot pending")
+    assert "config error" not in status
+
+    # SIGHUP: RELOADING=1 (with MONOTONIC_USEC), then READY=1 again.
+    proc.send_signal(signal.SIGHUP)
+    reloading = notify.wait_for("RELOADING=1")
+    assert "MONOTONIC_USEC=" in reloading
+    notify.wait_for("READY=1")
+
+    # Removing the namespace removes exactly pmemd's token.
+    write_atomic(root / "etc/pmem.yaml", GOOD_EMPTY)
+    notify.wait_for("STATUS=in sync")
+    assert "memmap" not in entry_options(root)
+    assert entry_options(root) == "options root=/dev/vda1 rw quiet"
+
+    proc.send_signal(signal.SIGTERM)
+    notify.wait_for("STOPPING=1")
+    assert proc.wait(timeout=10) == 0
+
+
+def test_first_config_broken_changes_nothing(daemon) -> None:  # type: ignore[no-untyped-def]
+    root, notify, proc = daemon
+    notify.wait_for("READY=1")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    write_atomic(root / "etc/pmem.yaml", BROKEN)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.sock.getsockname()), "PYTHONPATH": str(REPO)}
+    p2 = subprocess.Popen([sys.executable, "-m", "pmemd", "--root", str(root), "daemon"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = notify.wait_for("READY=1")
+        assert "config error at" in ready and "changing nothing" in ready
+        assert entry_options(root) == "options root=/dev/vda1 rw quiet"
+    finally:
+        p2.send_signal(signal.SIGTERM)
+        assert p2.wait(timeout=10) == 0
