@@ -150,8 +150,10 @@ def summary_line(a: Assessment) -> str:
     pending = a.owned.pending_reboot
     if pending is not None:
         return f"reboot pending since {pending.since[:16].replace('T', ' ')}: {pending.reason}"
+    if any(x.kind.value == "set-kernel-args" for x in p.actions):
+        return "boot config not written yet: " + " ".join(p.desired_args) + " (pmemd apply)"
     if p.reboot_needed:
-        return "reboot needed: " + ", ".join(a.plan.desired_args)
+        return "reboot needed: " + " ".join(p.desired_args)
     total = len(p.namespaces)
     if total == 0:
         return "in sync: no namespaces configured"
@@ -180,11 +182,12 @@ def status_text(a: Assessment, log: list[dict[str, Any]]) -> str:
     if not j["namespaces"]:
         out.append("(no namespaces)")
     out.append("")
-    out.append("running args:   " + " ".join(t for t in a.facts.cmdline.tokens if t.startswith(("memmap", "nokaslr")))
-               or "running args:   (no memmap)")
+    def pmem_args(args: tuple[str, ...]) -> str:
+        return " ".join(t for t in args if t.startswith(("memmap=", "nokaslr"))) or "(no memmap)"
+
+    out.append(f"running args:   {pmem_args(a.facts.cmdline.tokens)}")
     nxt = a.plan.next_boot_args
-    out.append("next-boot args: " + (" ".join(t for t in nxt if t.startswith(("memmap", "nokaslr"))) or "(no memmap)"
-                                     if nxt is not None else "unknown"))
+    out.append(f"next-boot args: {pmem_args(nxt) if nxt is not None else 'unknown'}")
     if j["pending_reboot"]:
         pr = j["pending_reboot"]
         out.append(f"pending reboot: since {pr['since']} (boot {pr['boot_id']}): {pr['reason']}"
