@@ -70,7 +70,10 @@ class Discovery:
 # --- strict YAML ---------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[valid-type,misc]
     """YAML with YAML 1.2-like scalars: only true/false are booleans, no sexagesimal or octal
     ints, no ``on``/``yes``. Everything else is a string, so a model validator sees what the
     user wrote (``0755``, ``010G``) and can say what is wrong with it."""

@@ -57,7 +57,8 @@ def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None) 
     loaded = loaded or load_config(target)
     cfg = loaded.config
     owned = load_owned(target.root)
-    mount_paths = tuple(ns.mount.path for ns in cfg.namespaces.values() if ns.mount)
+    mount_paths = tuple(ns.mount.path for ns in cfg.namespaces.values() if ns.mount) + tuple(
+        o.mount_path for o in owned.namespaces.values() if o.mount_path)
     facts = obs.observe(target.root, runner, bootloader=cfg.settings.bootloader.value,
                         mount_paths=mount_paths)
     return Assessment(loaded, facts, owned, plan(cfg, facts, owned))

@@ -26,16 +26,20 @@ class Root:
 
     @property
     def is_host(self) -> bool:
-        return self.prefix == Path("/")
+        return str(self.prefix) == "/"
+
+    def path(self, path: str) -> str:
+        """Map an absolute host path below the root prefix (as a string)."""
+        if not path.startswith("/"):
+            raise PathEscape(f"host paths are absolute, got {path!r}")
+        if "/.." in path and ".." in path.split("/"):
+            raise PathEscape(f"host path {path!r} contains '..'")
+        pfx = str(self.prefix)
+        return path if pfx == "/" else pfx + path
 
     def join(self, path: str) -> Path:
         """Map an absolute host path below the root prefix."""
-        if not path.startswith("/"):
-            raise PathEscape(f"host paths are absolute, got {path!r}")
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise PathEscape(f"host path {path!r} contains '..'")
-        return self.prefix.joinpath(*parts)
+        return Path(self.path(path))
 
     def host_path(self, real: Path) -> str:
         """The host path (``/dev/pmem0``) of a path below the prefix."""
@@ -52,7 +56,8 @@ class Root:
     def read_text(self, path: str) -> str | None:
         """File contents, or None when the file does not exist (or is unreadable)."""
         try:
-            return self.join(path).read_text(encoding="utf-8", errors="surrogateescape")
+            with open(self.path(path), encoding="utf-8", errors="surrogateescape") as f:
+                return f.read()
         except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
             return None
 
@@ -62,21 +67,21 @@ class Root:
         return None if text is None else text.strip()
 
     def exists(self, path: str) -> bool:
-        return os.path.lexists(self.join(path))
+        return os.path.lexists(self.path(path))
 
     def is_dir(self, path: str) -> bool:
-        return self.join(path).is_dir()
+        return os.path.isdir(self.path(path))
 
     def listdir(self, path: str) -> list[str]:
         """Sorted entry names; empty when the directory does not exist."""
         try:
-            return sorted(os.listdir(self.join(path)))
+            return sorted(os.listdir(self.path(path)))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
 
     def stat(self, path: str, *, follow: bool = True) -> os.stat_result | None:
         try:
-            return os.stat(self.join(path), follow_symlinks=follow)
+            return os.stat(self.path(path), follow_symlinks=follow)
         except (FileNotFoundError, NotADirectoryError):
             return None
 

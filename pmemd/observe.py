@@ -126,18 +126,35 @@ def read_numa(root: Root) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
     return tuple(nodes)
 
 
-def read_mounts(root: Root) -> tuple[MountEntry, ...]:
-    """Mounts from mountinfo. Below a --root whose mountinfo is the live one (tests on loop
-    devices), paths under the root prefix are shown as the host paths they stand for."""
-    entries = parse.parse_mountinfo(root.read_text("/proc/self/mountinfo") or "")
-    if root.is_host:
-        return entries
+def read_mounts(root: Root, interest: set[str] | None = None) -> tuple[MountEntry, ...]:
+    """Mounts from mountinfo; with ``interest``, only pmem devices and those mount points.
+
+    Below a --root whose mountinfo is the live one (tests on loop devices), paths under the
+    root prefix are shown as the host paths they stand for.
+    """
+    text = root.read_text("/proc/self/mountinfo") or ""
     prefix = str(root.prefix)
+    translate = not root.is_host and prefix + "/" in text
+    if interest is not None:
+        wanted = interest | ({prefix + p for p in interest} if translate else set())
+        keep = []
+        for line in text.splitlines():
+            if "/dev/pmem" in line:
+                keep.append(line)
+                continue
+            fields = line.split(" ", 5)
+            if len(fields) > 4 and parse.unescape_mount_field(fields[4]) in wanted:
+                keep.append(line)
+        text = "\n".join(keep)
+    entries = parse.parse_mountinfo(text)
+    if not translate:
+        return entries
 
     def strip(p: str) -> str:
         return p[len(prefix):] if p.startswith(prefix + "/") else p
 
-    return tuple(replace(m, mount_point=strip(m.mount_point), source=strip(m.source)) for m in entries)
+    return tuple(replace(m, mount_point=strip(m.mount_point), source=strip(m.source))
+                 if m.mount_point.startswith(prefix) or m.source.startswith(prefix) else m for m in entries)
 
 
 def read_kmsg(root: Root) -> str | None:
@@ -262,10 +279,14 @@ def probe_signature(root: Root, runner: Runner, device: str) -> Signature:
 
 def observe(root: Root, runner: Runner | None, *, bootloader: str | None = None,
             mount_paths: tuple[str, ...] = ()) -> HostFacts:
-    """Everything the planner needs, read from the host (or a captured tree)."""
+    """Everything the planner needs, read from the host (or a captured tree).
+
+    ``mount_paths``: the mount points the config and the state file name; of all other mounts
+    only those of pmem devices are kept.
+    """
     kmsg = read_kmsg(root)
     regions = read_regions(root)
-    mounts = read_mounts(root)
+    mounts = read_mounts(root, set(mount_paths))
     signatures = []
     if runner is not None:
         mounted = {m.source for m in mounts}

@@ -172,28 +172,33 @@ def parse_meminfo_total(text: str | None) -> int | None:
 # --- mounts --------------------------------------------------------------------------------
 
 
-def _unescape(field: str) -> str:
+def unescape_mount_field(field: str) -> str:
+    """Undo the octal escapes (``\\040`` for a space) of a mountinfo field."""
+    if "\\" not in field:
+        return field
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
+    """/proc/self/mountinfo (see proc(5)); optional fields end at the "-" separator."""
     out: list[MountEntry] = []
     for line in text.splitlines():
         fields = line.split(" ")
-        try:
-            sep = fields.index("-", 6)
-        except ValueError:
+        if len(fields) < 10:
             continue
+        sep = 6
+        while sep < len(fields) and fields[sep] != "-":
+            sep += 1
         if len(fields) < sep + 4:
             continue
         out.append(MountEntry(
             mount_id=int(fields[0]),
             device=fields[2],
-            root=_unescape(fields[3]),
-            mount_point=_unescape(fields[4]),
+            root=unescape_mount_field(fields[3]),
+            mount_point=unescape_mount_field(fields[4]),
             options=tuple(fields[5].split(",")),
             fstype=fields[sep + 1],
-            source=_unescape(fields[sep + 2]),
+            source=unescape_mount_field(fields[sep + 2]),
             super_options=tuple(fields[sep + 3].split(",")),
         ))
     return tuple(out)
