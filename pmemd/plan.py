@@ -196,6 +196,13 @@ def plan(config: Config, facts: HostFacts, owned: Owned) -> Plan:
         for e in parse_cmdline(" ".join(next_args)).limits:
             issues.append(Issue("error", None, "", f"the next-boot arguments contain {e}, which would "
                                 "limit usable RAM; fix the boot configuration by hand"))
+    # A desired token that the boot config already carries from elsewhere (the user's own
+    # /etc/default/grub, a lost state file) is left where it is: writing it again would
+    # duplicate it, and pmemd never takes over or removes arguments it did not write.
+    supplied = next_set - set(owned.kernel_args) - set(facts.boot.owned_tokens)
+    desired = tuple(t for t in desired if t not in supplied)
+    for t in sorted(supplied & set(p.token for p in placements.values())):
+        notes.append(f"{t} is already in the boot config, set outside pmemd; pmemd uses it as it is")
     to_add = tuple(t for t in desired if t not in next_set)
     stale_owned = tuple(t for t in owned.kernel_args if t not in desired)
     to_remove = tuple(t for t in stale_owned if t in next_set or t in facts.boot.owned_tokens)
