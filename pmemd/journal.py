@@ -8,6 +8,7 @@ Through systemd-python when it is importable (fields ``PMEMD_ACTION``, ``PMEMD_N
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,8 +37,15 @@ MESSAGE_IDS = {
 # syslog priorities
 ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
 
+# journald's native socket on the machine pmemd runs on (not a path of the managed --root tree).
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
 
 def _journal_sender() -> Callable[..., Any] | None:
+    # sd_journal_send() reports success when journald's socket is missing (containers, chroots,
+    # hosts without systemd), so every entry would silently vanish: use stderr there instead.
+    if not os.path.exists(JOURNAL_SOCKET):
+        return None
     try:
         from systemd import journal
     except ImportError:
