@@ -29,6 +29,7 @@ from pmemd.report import summary_line
 from pmemd.runner import Runner
 
 DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
+MAX_DELAY = 2.0  # ...but a continuous stream of events delays a pass at most this long
 
 
 @dataclass
@@ -105,13 +106,18 @@ class Daemon:
     # --- the loop --------------------------------------------------------------------------
 
     def _drain(self, first: Event) -> list[Event]:
-        """Collect the burst that started with ``first`` until ``debounce`` seconds of quiet."""
+        """Collect the burst that started with ``first`` until ``debounce`` seconds of quiet
+        (or ``MAX_DELAY`` has passed, so an endless stream of edits cannot starve the passes)."""
         got = [first]
-        while True:
+        until = time.monotonic() + MAX_DELAY
+        while (left := until - time.monotonic()) > 0:
             try:
-                got.append(self.events.get(timeout=self.debounce))
+                got.append(self.events.get(timeout=min(self.debounce, left)))
             except queue.Empty:
                 return got
+            if got[-1].kind == "stop":
+                return got
+        return got
 
     def run(self) -> int:
         old_hup = signal.signal(signal.SIGHUP, self._signal)
