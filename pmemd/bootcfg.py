@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+from dataclasses import dataclass
 
 from pmemd.facts import BootEntry
 
@@ -41,8 +42,8 @@ def _shell_value(raw: str, env: dict[str, str]) -> str:
     quote: str | None = None
     while i < n:
         ch = raw[i]
-        if quote is None and ch in " \t#;":
-            break
+        if quote is None and ch in " \t;":
+            break  # the end of the assignment word ('#' only starts a comment at a word start)
         if ch == "'" and quote != '"':
             quote = None if quote == "'" else "'"
             i += 1
@@ -123,64 +124,82 @@ def grub_words(line: str) -> list[str]:
     return words
 
 
-_MENUENTRY = re.compile(r"^\s*menuentry\s+(?P<rest>.*)\{\s*$")
+_MENUENTRY = re.compile(r"^\s*(?P<kind>menuentry|submenu)\s+(?P<rest>.*)\{\s*$")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One open menuentry/submenu: its position among its siblings, title and id."""
+
+    index: int
+    title: str
+    id: str
+    submenu: bool
+
+    def matches(self, spec: str) -> bool:
+        return (spec.isdigit() and int(spec) == self.index) or spec in (self.title, self.id)
+
+
+def _entry_id(words: list[str]) -> str:
+    for i, w in enumerate(words[:-1]):
+        if w in ("$menuentry_id_option", "${menuentry_id_option}", "--id"):
+            return words[i + 1]
+    return ""
 
 
 def parse_grub_cfg(path: str, text: str, saved_entry: str | None = None) -> tuple[BootEntry, ...]:
-    """Linux entries of a grub.cfg, the default one marked (``set default``; Debian: 0)."""
-    entries: list[tuple[str, tuple[str, ...], int, str]] = []  # title, args, depth, id
+    """Linux entries of a grub.cfg, the default one marked.
+
+    The default follows GRUB: the last top-level ``set default`` (``${saved_entry}`` is read from
+    grubenv) names an entry by number, title or id, with ``>`` between submenu levels
+    (``1>2``, ``Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux …``,
+    ``gnulinux-advanced-…>gnulinux-…-recovery-…``). Anything that matches nothing is entry 0.
+    """
+    entries: list[tuple[str, tuple[str, ...], tuple[_Frame, ...]]] = []  # title, args, menu path
     default_spec = "0"
-    depth = 0
-    title_stack: list[str] = []
-    toplevel_index = -1
-    current_top = -1
+    stack: list[_Frame] = []
+    counters = [0]  # next sibling index at each open level
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        m = re.match(r'set\s+default="?(?P<d>[^"]*)"?$', line)
-        if m and depth == 0:
-            default_spec = m.group("d")
+        if not stack and re.match(r"set\s+default=", line):
+            default_spec = " ".join(grub_words(line)[1:]).partition("=")[2]
             continue
         mm = _MENUENTRY.match(line)
-        sm = re.match(r"^\s*submenu\s+(?P<rest>.*)\{\s*$", line)
-        if mm or sm:
-            words = grub_words((mm or sm).group("rest"))  # type: ignore[union-attr]
-            title_stack.append(words[0] if words else "")
-            if depth == 0:
-                toplevel_index += 1
-                current_top = toplevel_index
-            depth += 1
-            if sm:
-                title_stack[-1] = "submenu:" + title_stack[-1]
+        if mm:
+            words = grub_words(mm.group("rest"))
+            stack.append(_Frame(counters[-1], words[0] if words else "", _entry_id(words),
+                                mm.group("kind") == "submenu"))
+            counters[-1] += 1
+            counters.append(0)
             continue
-        if line == "}" and depth > 0:
-            depth -= 1
-            title_stack.pop()
+        if line == "}" and stack:
+            stack.pop()
+            counters.pop()
             continue
         words = grub_words(line)
-        if words and words[0] in ("linux", "linux16", "linuxefi") and depth > 0:
-            entry_id = ""
-            entries.append((" > ".join(title_stack), tuple(words[2:]), current_top, entry_id))
-    if default_spec in ("${saved_entry}", "saved") and saved_entry:
-        default_spec = saved_entry
-    result: list[BootEntry] = []
-    chosen = None
-    if default_spec.isdigit():
-        for idx, (_t, _a, top, _i) in enumerate(entries):
-            if top == int(default_spec):
-                chosen = idx
-                break
-    else:
-        for idx, (t, _a, _top, _i) in enumerate(entries):
-            if t == default_spec or t.endswith("> " + default_spec):
-                chosen = idx
-                break
-    if chosen is None and entries:
-        chosen = 0
-    for idx, (t, a, _top, _i) in enumerate(entries):
-        result.append(BootEntry(path, t, a, default=idx == chosen))
-    return tuple(result)
+        if words and words[0] in ("linux", "linux16", "linuxefi") and stack:
+            title = " > ".join(("submenu:" if f.submenu else "") + f.title for f in stack)
+            entries.append((title, tuple(words[2:]), tuple(stack)))
+    if default_spec in ("${saved_entry}", "$saved_entry", "saved"):
+        default_spec = saved_entry or "0"
+    chosen = _grub_default(entries, default_spec)
+    return tuple(BootEntry(path, t, a, default=idx == chosen) for idx, (t, a, _p) in enumerate(entries))
+
+
+def _grub_default(entries: list[tuple[str, tuple[str, ...], tuple[_Frame, ...]]], spec: str) -> int | None:
+    if not entries:
+        return None
+    parts = spec.split(">")
+    for idx, (_t, _a, menu_path) in enumerate(entries):
+        # A spec naming a submenu (fewer parts than levels) picks the first entry in it.
+        if len(menu_path) >= len(parts) and all(f.matches(p) for f, p in zip(menu_path, parts, strict=False)):
+            return idx
+    for idx, (_t, _a, menu_path) in enumerate(entries):
+        if menu_path[-1].title == spec:  # an entry's own title without its submenu (old habit)
+            return idx
+    return 0
 
 
 # --- BLS / systemd-boot --------------------------------------------------------------------

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from pmemd.model import Config
+from pmemd.units import SizeError, parse_size
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ for _tag, _regexp, _first in (
     ("tag:yaml.org,2002:float", r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$",
      list("-+0123456789.")),
     ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    # Resolved only so that _construct can reject merge keys with a clear message.
+    ("tag:yaml.org,2002:merge", r"^(?:<<)$", ["<"]),
 ):
     _StrictLoader.add_implicit_resolver(_tag, re.compile(_regexp), _first)
 
@@ -217,13 +220,18 @@ def _merge_into(dst: dict[str, Any], src: dict[str, Any], path: tuple[str, ...],
         previous = merged.origins.get(sub)
         if key in dst and previous is not None:
             is_ns_key = len(sub) == 3 and sub[0] == "namespaces" and key in _DESTRUCTIVE_KEYS
-            if is_ns_key and dst[key] != value and previous.loc.file != loc.file:
+            if is_ns_key and not _same_amount(dst[key], value) and previous.loc.file != loc.file:
+                prev_file = previous.loc.file
+                # Only a lower-precedence drop-in can be shadowed; /etc/pmem.yaml and
+                # /etc/pmem.d files can only be edited.
+                shadow = ("/pmem.d/" in prev_file and not prev_file.startswith("/etc/pmem.d/"))
                 issues.append(ConfigIssue(
                     loc, ".".join(sub),
                     f"conflicts with {previous.loc} ({dst[key]!r} there, {value!r} here); "
                     "this key decides which memory is reserved, so pmemd does not pick one: "
-                    f"remove it from one file, or shadow {previous.loc.file} with a file of the "
-                    "same name in /etc/pmem.d"))
+                    "remove it from one file"
+                    + (f", or shadow {prev_file} with a file of the same name in /etc/pmem.d"
+                       if shadow else "")))
                 continue
             overrides: tuple[Loc, ...] = (*previous.overrides, previous.loc)
         else:
@@ -232,6 +240,16 @@ def _merge_into(dst: dict[str, Any], src: dict[str, Any], path: tuple[str, ...],
             del merged.origins[stale]
         dst[key] = value
         _record_leaves(value, sub, doc, merged, overrides)
+
+
+def _same_amount(a: Any, b: Any) -> bool:
+    """Whether two spellings of a size/offset mean the same bytes (``1G`` == ``1024M``)."""
+    if a == b:
+        return True
+    try:
+        return parse_size(a) == parse_size(b)
+    except SizeError:
+        return False  # e.g. "auto" against a number, or an invalid value (validation reports it)
 
 
 def _record_leaves(value: Any, path: tuple[str, ...], doc: Doc, merged: Merged,
@@ -287,11 +305,12 @@ def build(discovery: Discovery) -> Loaded:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigErrors([_issue(err, merged) for err in exc.errors()]) from None
+        fallback = Loc(docs[0][0], 1, 1) if docs else None
+        raise ConfigErrors([_issue(err, merged, fallback) for err in exc.errors()]) from None
     return Loaded(config, merged, discovery)
 
 
-def _issue(err: Any, merged: Merged) -> ConfigIssue:
+def _issue(err: Any, merged: Merged, fallback: Loc | None = None) -> ConfigIssue:
     path: tuple[str, ...] = ()
     node: Any = merged.data
     for part in err["loc"]:
@@ -315,6 +334,8 @@ def _issue(err: Any, merged: Merged) -> ConfigIssue:
         probe = probe[:-1]
     if loc is None and merged.key_locs:
         loc = next(iter(merged.key_locs.values()))
+    if loc is None:
+        loc = fallback  # a file with no keys at all (only comments): still name it
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(path[:-1])

@@ -77,6 +77,7 @@ class NdNamespace:
     size: int | None
     blockdev: str | None  # e.g. "pmem0"
     chardev: str | None = None  # e.g. "dax0.0"
+    holder: str | None = None  # the claiming pfn/dax/btt device ("pfn0.0"); "" or None: unclaimed
 
     @property
     def pmemd_mode(self) -> str:

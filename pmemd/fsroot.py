@@ -171,7 +171,12 @@ class Root:
                 tmp.unlink()
             raise
         os.close(fd)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:  # e.g. EBUSY: the target is a bind mount; EISDIR
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
         _fsync_dir(target.parent)
 
 

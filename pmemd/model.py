@@ -9,7 +9,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from pmemd.units import GIB, SizeError, parse_size
 
@@ -27,15 +35,17 @@ def _offset(value: object) -> int | str:
     return _size(value)
 
 
-Size = Annotated[
-    int,
-    BeforeValidator(_size),
-    Field(json_schema_extra={"type": ["integer", "string"], "pattern": r"^(0|[1-9][0-9]*|0x[0-9a-fA-F]+)[KMGT]?$"}),
-]
+# The JSON Schema of sizes is written out: the Python types (int, or int | "auto") would give a
+# schema that rejects the strings the config accepts ("4G", "0x100000000").
+_SIZE_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "integer", "minimum": 0},
+              {"type": "string", "pattern": r"^(0|[1-9][0-9]*|0[xX][0-9a-fA-F]+)[KMGT]?$"}],
+}
+Size = Annotated[int, BeforeValidator(_size), WithJsonSchema(_SIZE_SCHEMA)]
 Offset = Annotated[
     int | Literal["auto"],
     BeforeValidator(_offset),
-    Field(json_schema_extra={"type": ["integer", "string"]}),
+    WithJsonSchema({"anyOf": [*_SIZE_SCHEMA["anyOf"], {"const": "auto"}]}),
 ]
 
 
@@ -298,6 +308,7 @@ class Config(_Strict):
     namespaces: dict[Annotated[str, Field(pattern=f"^{NAME_RE}$")], Namespace] = Field(
         default_factory=dict,
         description="Emulated pmem regions by name (lower-case letters, digits, '-', '_').",
+        json_schema_extra={"additionalProperties": False},  # a name outside the pattern is an error
     )
 
 

@@ -99,6 +99,7 @@ def _read_namespaces(root: Root, region_dir: str) -> tuple[NdNamespace, ...]:
             size=size,
             blockdev=blocks.get(child),
             chardev=chars.get(child),
+            holder=root.read_attr(f"{cdir}/holder"),
         ))
     return tuple(out)
 

@@ -116,7 +116,8 @@ _USER = re.compile(r"user: \[mem 0x(?P<start>[0-9a-f]+)-0x(?P<end>[0-9a-f]+)\] (
 _PROBLEMS = (
     re.compile(r"\.text \.data \.bss are not marked as E820_TYPE_RAM"),
     re.compile(r"misaligned, unable to map"),
-    re.compile(r"probe of (namespace|pfn|dax|btt)\S* failed with error"),
+    re.compile(r"probe of (namespace|pfn|dax|btt)\S* failed with error"),  # 6.1
+    re.compile(r"(namespace|pfn|dax|btt)\S*: probe with driver \S+ failed with error"),  # 6.12 (captured)
     re.compile(r"attempted on (mixed|ram) region"),
     re.compile(r"Misaligned __add_pages"),
     re.compile(r"e820: too many entries"),

@@ -8,6 +8,7 @@ empty when the host matches the config.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -132,6 +133,38 @@ def region_for(facts: HostFacts, p: Placement) -> NdRegion | None:
     return None
 
 
+_DEVICE_NAME = re.compile(r"\b((?:namespace|pfn|dax|btt)\d+\.\d+|pmem\d+(?:\.\d+)?s?)\b")
+_MEM_RANGE = re.compile(r"\[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)")
+_FS_DEVICE = re.compile(r"^[A-Za-z0-9_-]+ \((\S+?)\):")  # "EXT4-fs (loop0): ...", "XFS (pmem0): ..."
+
+
+def _problems_of(facts: HostFacts, p: Placement, region: NdRegion | None) -> list[str]:
+    """The kernel-log problems that concern this region.
+
+    A message naming devices (``nd_pmem namespace2.0: …``, ``EXT4-fs (loop0): …``) or a memory
+    range (``[mem 0x…-0x…]``) belongs to the region it names, or to the pieces the kernel split
+    this range into: a DAX failure on some other disk or a misaligned foreign region must not fail
+    this one. A message that names nothing (``.text .data .bss are not marked as
+    E820_TYPE_RAM!``) could concern any region, so it stays.
+    """
+    names: set[str] = set()
+    for r in facts.regions:  # this region, or the pieces the kernel made of its range
+        if r is region or (r.start is not None and r.start < p.end and p.start < r.start + r.size):
+            for ns in r.namespaces:
+                names.update(x for x in (ns.name, ns.blockdev, ns.chardev, ns.holder) if x)
+    out = []
+    for msg in facts.kernel_log.problems:
+        devices = set(_DEVICE_NAME.findall(msg))
+        fs = _FS_DEVICE.match(msg)
+        if fs:
+            devices.add(fs.group(1))
+        ranges = [(int(a, 16), int(b, 16) + 1) for a, b in _MEM_RANGE.findall(msg)]
+        unattributed = not devices and not ranges
+        if unattributed or devices & names or any(s < p.end and p.start < e for s, e in ranges):
+            out.append(msg)
+    return out
+
+
 def _diagnose(facts: HostFacts, p: Placement, in_cmdline: bool) -> tuple[str, tuple[str, ...]]:
     """(running state, diagnosis) for a region the config declares. Rule 8 of DOMAIN.md."""
     if not in_cmdline:
@@ -158,7 +191,7 @@ def _diagnose(facts: HostFacts, p: Placement, in_cmdline: bool) -> tuple[str, tu
             notes.append("no e820 nd region with this exact address and size")
     elif not any(ns.blockdev or ns.chardev for ns in region.namespaces):
         notes.append(f"{region.name} exists but its namespace has no device (probe failed)")
-    notes.extend(facts.kernel_log.problems)
+    notes.extend(_problems_of(facts, p, region))
     if notes:
         return "failed", tuple(notes)
     return "present", ()
@@ -337,7 +370,7 @@ def _namespace_chain(name: str, ns: Namespace, p: Placement, facts: HostFacts, o
     view = _with(view, device=device or (f"/dev/{nsdev.chardev}" if nsdev.chardev else None))
     mounts = facts.mounts_of(device, None) if device else ()
     actions: list[Action] = []
-    if nsdev.pmemd_mode != ns.mode.value:
+    if not _mode_matches(nsdev, ns.mode.value):
         if mounts:
             issues.append(Issue("error", name, f"namespaces.{name}.mode",
                                 f"{device} is mounted at {mounts[0].mount_point} in mode "
@@ -353,6 +386,18 @@ def _namespace_chain(name: str, ns: Namespace, p: Placement, facts: HostFacts, o
     if ns.filesystem is None or device is None:
         return actions, view
     return _fs_chain(name, ns, device, mounts, facts, owned, issues, view)
+
+
+def _mode_matches(nsdev: NdNamespace, want: str) -> bool:
+    """Whether the namespace already is in mode ``want``.
+
+    An unclaimed label-less (memmap) namespace reads "memory" on kernels with ZONE_DEVICE, and
+    ``ndctl create-namespace --mode=raw`` leaves it exactly so (DOMAIN.md, seen on 6.1): that is
+    as raw as it gets. Converting it again would erase the device on every pass, forever.
+    """
+    if nsdev.pmemd_mode == want:
+        return True
+    return want == "raw" and nsdev.mode == "memory" and not nsdev.holder
 
 
 def _with(view: NamespaceView, **changes: object) -> NamespaceView:

@@ -26,8 +26,12 @@ class Result:
         return self.returncode == 0
 
     def describe(self) -> str:
-        tail = (self.stderr.strip() or self.stdout.strip()).splitlines()[-3:]
-        detail = "; ".join(tail)
+        lines = [ln.strip() for ln in (self.stderr.strip() or self.stdout.strip()).splitlines() if ln.strip()]
+        # Tools like mkfs.xfs print the error, then their whole usage text: keep the error.
+        usage = next((i for i, ln in enumerate(lines) if ln.lower().startswith("usage:")), None)
+        if usage:
+            lines = lines[:usage]
+        detail = "; ".join(lines[-3:])
         return f"`{' '.join(self.argv)}` exited {self.returncode}" + (f": {detail}" if detail else "")
 
 

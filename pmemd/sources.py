@@ -18,9 +18,14 @@ MAIN_CONFIG = "/etc/pmem.yaml"
 DROPIN_DIRS = ("/etc/pmem.d", "/run/pmem.d", "/usr/lib/pmem.d")  # highest precedence first
 
 
+def _is_dev_null(root: Root, path: str) -> bool:
+    real = root.join(path)
+    return real.is_symlink() and os.readlink(real) == "/dev/null"
+
+
 def _is_mask(root: Root, path: str) -> bool:
     real = root.join(path)
-    if real.is_symlink() and os.readlink(real) == "/dev/null":
+    if _is_dev_null(root, path):
         return True
     try:
         return real.stat().st_size == 0
@@ -57,7 +62,7 @@ def discover(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ...] =
     masked: list[str] = []
     shadowed: list[str] = []
     main_present = mroot.join(main).is_file() or mroot.join(main).is_symlink()
-    if main_present and not _is_mask(mroot, main):
+    if main_present and not _is_dev_null(mroot, main):  # an empty main file is read (and refused)
         chosen.append((main, ()))
     elif main_present:
         masked.append(main)
@@ -86,6 +91,15 @@ def read_sources(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ..
         text = where.read_text(path)
         if text is None:
             issues.append(ConfigIssue(Loc(path, 1, 1), "", "cannot be read"))
+            continue
+        if path == main and not text.strip():
+            # Unlike a drop-in, the main file shadows nothing: empty, it would mean "no
+            # namespaces" and pmemd would undo everything it set up (a truncated file, an editor
+            # mid-save). Removing everything must be written out, like a missing file (engine).
+            issues.append(ConfigIssue(Loc(path, 1, 1), "", (
+                "is empty; pmemd does not take an empty main config as 'no namespaces'. Write "
+                "`version: 1` and `namespaces: {}` to remove every namespace, or link it to "
+                "/dev/null to use only the drop-ins")))
             continue
         sources.append(Source(path, text, hidden))
     if issues:

@@ -98,5 +98,5 @@ def loads(text: str | None) -> Owned:
             namespaces=spaces,
             pending_reboot=pending,
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: not a JSON object
         raise StateError(f"{STATE_FILE} is damaged ({exc}); move it aside to start over") from None

@@ -108,9 +108,12 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
                                 "on the host itself"))
         return placements, issues
     reserved = foreign_reservations(facts, owned)
-    # Fixed offsets first, in name order, then auto placements in name order: deterministic.
+    # Fixed offsets first, in name order, then auto placements: deterministic. Namespaces placed
+    # before (recorded in the state file) go before new ones, so adding a namespace never takes
+    # the range of an existing one and moves it (which would leave its data behind).
     fixed = sorted((n, ns) for n, ns in config.namespaces.items() if ns.offset != "auto")
-    auto = sorted((n, ns) for n, ns in config.namespaces.items() if ns.offset == "auto")
+    auto = sorted(((n, ns) for n, ns in config.namespaces.items() if ns.offset == "auto"),
+                  key=lambda item: (item[0] not in owned.namespaces, item[0]))
     for name, ns in fixed:
         key = f"namespaces.{name}"
         assert isinstance(ns.offset, int)
@@ -160,7 +163,8 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
             continue
         placements[name] = Placement(name, spot[0], ns.size, True, spot[1])
     issues.extend(_check_overlaps(placements, reserved))
-    issues.extend(_check_headroom(config, facts, placements))
+    ours = {p.token for p in placements.values()}  # a token set outside pmemd but wanted as it is
+    issues.extend(_check_headroom(config, facts, placements, _foreign_memmap_bytes(facts, owned, ours)))
     issues.extend(_check_numa(facts, placements))
     foreign_pram = {e.token for e in facts.cmdline.pram if e.token not in owned.kernel_args}
     if len(placements) + len(foreign_pram) > KASLR_MAX_ENTRIES:
@@ -169,7 +173,25 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
                             f"avoids at most {KASLR_MAX_ENTRIES} when it randomises the kernel's "
                             "physical address, and gives up randomising beyond that; fewer, larger "
                             "regions keep KASLR"))
+    issues.extend(_foreign_memmap_warnings(facts, owned, ours))
     return placements, issues
+
+
+def _foreign_memmap_warnings(facts: HostFacts, owned: Owned, ours: set[str]) -> list[Issue]:
+    """DOMAIN.md rule 2: flag every memmap= reservation pmemd did not write (it never removes one)."""
+    where: dict[str, list[str]] = {}
+    lines = [("running", facts.cmdline)]
+    if facts.boot.default_args is not None:
+        lines.append(("next-boot", parse_cmdline(" ".join(facts.boot.default_args))))
+    kinds = (MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI, MemmapKind.RAM, MemmapKind.CONVERT)
+    for label, cl in lines:
+        for e in cl.memmap:
+            if (e.token not in owned.kernel_args and e.token not in ours and e.kind in kinds
+                    and label not in where.get(e.token, [])):
+                where.setdefault(e.token, []).append(label)
+    return [Issue("warning", None, "", f"{token} on the {' and '.join(labels)} command line was not set by "
+                  "pmemd: pmemd leaves it alone and keeps its namespaces clear of it")
+            for token, labels in where.items()]
 
 
 def _check_size(name: str, size: int) -> list[Issue]:
@@ -232,18 +254,34 @@ def _check_overlaps(placements: dict[str, Placement], reserved: list[tuple[int, 
     return issues
 
 
-def _check_headroom(config: Config, facts: HostFacts, placements: dict[str, Placement]) -> list[Issue]:
+def _foreign_memmap_bytes(facts: HostFacts, owned: Owned, ours: set[str]) -> int:
+    """RAM taken by memmap= reservations pmemd does not own (each token counted once)."""
+    seen: dict[str, int] = {}
+    lines = [facts.cmdline]
+    if facts.boot.default_args is not None:
+        lines.append(parse_cmdline(" ".join(facts.boot.default_args)))
+    for cl in lines:
+        for e in cl.memmap:
+            if e.token not in owned.kernel_args and e.token not in ours and e.kind in (
+                    MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI):
+                seen[e.piece + "\0" + e.token] = e.size
+    return sum(seen.values())
+
+
+def _check_headroom(config: Config, facts: HostFacts, placements: dict[str, Placement],
+                    foreign: int = 0) -> list[Issue]:
     ram_total = sum(r.size for r in ram_entries(facts))
     reserved = sum(p.size for p in placements.values())
     struct_pages = reserved // 64
     crash = facts.cmdline.crashkernel[0] if facts.cmdline.crashkernel else 0
-    left = ram_total - reserved - struct_pages - crash
+    left = ram_total - reserved - struct_pages - crash - foreign
     floor = config.settings.min_free_ram
     if placements and left < floor:
         return [Issue("error", None, "settings.min_free_ram",
                       f"only {human(max(left, 0))} of {human(ram_total)} RAM would stay with the OS "
                       f"({human(reserved)} reserved + {human(struct_pages)} struct pages"
                       + (f" + {human(crash)} crashkernel" if crash else "")
+                      + (f" + {human(foreign)} reserved by memmap= arguments not set by pmemd" if foreign else "")
                       + f"), less than min_free_ram {human(floor)}; reduce the namespace sizes or "
                       "lower min_free_ram")]
     return []

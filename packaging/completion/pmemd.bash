@@ -17,7 +17,11 @@ _pmemd()
     local commands="validate config plan status apply daemon schema"
     local global_opts="--root --config --version --help -h"
 
-    # --root DIR / --config PATH, also in the --opt=value form.
+    # --root DIR / --config PATH, also as --root=DIR (split at '=' by bash when
+    # bash-completion's _init_completion is not available).
+    if [[ $prev == = && $cword -ge 2 ]]; then
+        prev=${words[cword-2]}
+    fi
     case $prev in
         --root)
             compopt -o filenames 2>/dev/null
@@ -33,12 +37,12 @@ _pmemd()
     case $cur in
         --root=*)
             compopt -o filenames 2>/dev/null
-            COMPREPLY=($(compgen -d -- "${cur#--root=}"))
+            COMPREPLY=($(compgen -d -P --root= -- "${cur#--root=}"))
             return
             ;;
         --config=*)
             compopt -o filenames 2>/dev/null
-            COMPREPLY=($(compgen -f -- "${cur#--config=}"))
+            COMPREPLY=($(compgen -f -P --config= -- "${cur#--config=}"))
             return
             ;;
     esac
@@ -47,7 +51,9 @@ _pmemd()
     local i command=""
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            --root | --config) ((i++)) ;;
+            --root | --config)
+                if [[ ${words[i+1]:-} == = ]]; then ((i += 2)); else ((i++)); fi
+                ;;
             -*) ;;
             *) command=${words[i]}; break ;;
         esac

@@ -66,10 +66,10 @@ def cache_dir() -> Path:
 
 def packages() -> list[str]:
     pk = []
-    for line in (HERE / "packages.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            pk.append(line)
+    for raw in (HERE / "packages.txt").read_text().splitlines():
+        name = raw.split("#", 1)[0].strip()
+        if name:
+            pk.append(name)
     return pk
 
 
@@ -104,8 +104,8 @@ def _first_uri_from_sources(text: str) -> str | None:
 
 def _first_uri_from_list(text: str) -> str | None:
     """one-line sources.list format."""
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
         if not line.startswith("deb "):
             continue
         parts = line.split()[1:]
@@ -201,7 +201,7 @@ class Cleanup(contextlib.ExitStack):
 
 
 def umount(path: str) -> None:
-    r = subprocess.run(["umount", path], capture_output=True, text=True)
+    r = subprocess.run(["umount", path], capture_output=True, text=True, check=False)
     if r.returncode != 0 and os.path.ismount(path):
         subprocess.run(["umount", "-l", path], check=True)
 
@@ -274,7 +274,7 @@ def _build(root: Path, key: str, final: Path) -> None:
                 log_to=blog)
         with step("customize rootfs"):
             shutil.copy(HERE / "image/harness-run", rootfs / "usr/local/sbin/harness-run")
-            os.chmod(rootfs / "usr/local/sbin/harness-run", 0o755)
+            os.chmod(rootfs / "usr/local/sbin/harness-run", 0o755)  # noqa: S103
             shutil.copy(HERE / "image/harness-job.service",
                         rootfs / "etc/systemd/system/harness-job.service")
             shutil.copy(HERE / "image/customize.sh", rootfs / "customize.sh")
@@ -334,7 +334,7 @@ def _make_disk_in(rootfs: Path, disk: Path, work: Path, blog: Path, cl: Cleanup)
     for _ in range(20):
         if os.path.exists(part):
             break
-        subprocess.run(["partx", "-a", loop], capture_output=True)
+        subprocess.run(["partx", "-a", loop], capture_output=True, check=False)
         time.sleep(0.2)
     if not os.path.exists(part):
         raise RuntimeError(f"{part} did not appear")

@@ -202,7 +202,9 @@ def readme(sc: Scenario, res: guest.RunResult, image_manifest: dict) -> str:
 
 def capture(sc: Scenario, dest_root: Path, channel: str) -> None:
     guest.log(f"=== scenario {sc.name}: {sc.args or '(no memmap)'}")
-    with tempfile.TemporaryDirectory(prefix="pmemd-capture-") as td:
+    td = tempfile.mkdtemp(prefix=f"pmemd-capture-{sc.name}-")
+    guest.log(f"{sc.name}: run output in {td} (kept if the capture fails)")
+    try:
         res = guest.run_job(job_for(sc), files=[CAPTURE_TOOL], mode="grub", channel=channel,
                             nvdimm=sc.nvdimm, out_dir=Path(td) / "out", max_boots=3)
         for b in res.boots:
@@ -228,6 +230,10 @@ def capture(sc: Scenario, dest_root: Path, channel: str) -> None:
         manifest = guest.ensure_image().manifest
         (dest / "README.md").write_text(readme(sc, res, manifest))
         guest.log(f"{sc.name}: installed into {dest}")
+    except BaseException:
+        guest.log(f"{sc.name}: FAILED; console logs and job output are in {td}")
+        raise
+    shutil.rmtree(td)
 
 
 def main() -> int:

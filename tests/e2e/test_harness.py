@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import guest  # noqa: E402
+import guest
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,598 @@
+"""Tier 2: ``pmemd apply`` on copies of host trees, with the deny-by-default RecordingRunner.
+
+Boot-loader tools that cannot run against a tree here are answered by the fakes in
+tests/helpers.py (``FakeUpdateGrub``, ``FakeGrubby``; ``FakeDevices`` for the pmem block
+devices this machine does not have). The executor chroots boot-loader and system tools into the
+tree (``chroot <tree> update-grub``) because ``--root`` is not ``/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    FIXTURES,
+    GIB,
+    REPO,
+    REST,
+    SYSTEMCTL_HELP_257,
+    SYSTEMD_ANALYZE_CALENDAR,
+    FakeDevices,
+    FakeGrubby,
+    FakeUpdateGrub,
+    HostTree,
+    RecordingRunner,
+    copy_fixture,
+    in_root,
+    program,
+    tree_digest,
+)
+
+from pmemd import cli
+from pmemd.bootcfg import parse_bls_entry, parse_grub_cfg, render_grub_dropin
+from pmemd.engine import Target
+from pmemd.execute import PassResult, apply
+from pmemd.journal import Journal
+from pmemd.state import loads
+
+pytestmark = pytest.mark.usefixtures("no_journal")
+
+EXAMPLE = (REPO / "examples/pmem.yaml").read_text()
+TOKENS = ("memmap=512M!4G", "memmap=1G!5G", "nokaslr")  # the example config on these small hosts
+ONE_NS = "version: 1\nsettings: {reboot: flag}\nnamespaces:\n  fast: {size: 1G, offset: 5G}\n"
+NO_NS = "version: 1\nnamespaces: {}\n"
+
+
+def run_apply(t: HostTree, runner: RecordingRunner, *, dry_run: bool = False) -> list[PassResult]:
+    target = Target.make(str(t.path))
+    return apply(target, runner, Journal(root=None if dry_run else target.root, sender=None), dry_run=dry_run)
+
+
+def outcomes(passes: list[PassResult]) -> list[tuple[str, str]]:
+    return [(o.action.kind.value, o.result) for p in passes for o in p.outcomes]
+
+
+def cli_run(t: HostTree, runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(cli, "SubprocessRunner", lambda: runner)
+    rc = cli.main(["--root", str(t.path), *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def state(t: HostTree) -> Any:
+    return loads(t.read("/var/lib/pmemd/state.json"))
+
+
+def grub_linux_args(t: HostTree) -> list[tuple[str, ...]]:
+    return [e.args for e in parse_grub_cfg("/boot/grub/grub.cfg", t.read("/boot/grub/grub.cfg"))]
+
+
+@pytest.fixture
+def debian(tmp_path: Path, runner: RecordingRunner) -> tuple[HostTree, FakeUpdateGrub]:
+    """The real debian13-qemu-plain capture (copied), the example config, and a fake update-grub."""
+    t = copy_fixture("debian13-qemu-plain", tmp_path / "host")
+    t.config(EXAMPLE)
+    fake = FakeUpdateGrub(t.path)
+    runner.expect(*in_root(t.path, "update-grub"), handler=fake)
+    return t, fake
+
+
+# --- Debian GRUB -------------------------------------------------------------------------------
+
+
+def test_debian_apply_writes_the_dropin_and_runs_update_grub_in_the_root(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    t, _ = debian
+    user_grub = t.read("/etc/default/grub")
+    passes = run_apply(t, runner)
+    assert outcomes(passes) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert runner.calls == [("chroot", str(t.path), "update-grub")]
+    # exactly the canonical tokens, in pmemd's own drop-in; the user's file is untouched
+    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_grub_dropin(TOKENS)
+    assert t.read("/etc/default/grub.d/99-pmemd.cfg").splitlines()[-1] == (
+        'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX memmap=512M!4G memmap=1G!5G nokaslr"')
+    assert t.read("/etc/default/grub") == user_grub
+    # the regenerated grub.cfg carries them in every entry, recovery included
+    for args in grub_linux_args(t):
+        assert [a for a in args if a.startswith(("memmap=", "nokaslr"))] == list(TOKENS)
+    # the state file records what pmemd owns
+    owned = state(t)
+    assert owned.kernel_args == TOKENS and owned.backend == "grub"
+    assert {n: (o.start, o.size) for n, o in owned.namespaces.items()} == {"fast": (5 * GIB, GIB),
+                                                                          "bulk": (4 * GIB, GIB // 2)}
+    assert owned.pending_reboot is not None and set(owned.pending_reboot.added) == set(TOKENS)
+    # the Debian reboot convention
+    assert t.exists("/run/reboot-required")
+    assert t.read("/run/reboot-required.pkgs") == "pmemd\n"
+    log = [json.loads(ln) for ln in t.read("/var/lib/pmemd/actions.jsonl").splitlines()]
+    assert [(e["action"], e["result"]) for e in log] == [("set-kernel-args", "ok"), ("reboot", "ok")]
+
+
+def test_second_apply_does_nothing(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner,
+                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    t, fake = debian
+    run_apply(t, runner)
+    before = tree_digest(t.path)
+    rc, out, err = cli_run(t, runner, monkeypatch, capsys, "apply")
+    assert (rc, out.strip()) == (0, "in sync: nothing to do"), err
+    assert fake.runs == 1 and len(runner.calls) == 1
+    assert tree_digest(t.path) == before
+    assert t.read("/run/reboot-required.pkgs") == "pmemd\n"
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "plan")
+    assert rc == 0 and "in sync: nothing to do" in out
+
+
+def test_reboot_required_pkgs_gets_pmemd_once(debian: tuple[HostTree, FakeUpdateGrub],
+                                              runner: RecordingRunner) -> None:
+    t, _ = debian
+    t.write("/run/reboot-required.pkgs", "linux-image-6.12.117+deb13-amd64\n")
+    t.config(ONE_NS)
+    run_apply(t, runner)
+    t.config(EXAMPLE)  # more namespaces: a new reboot reason, flagged again
+    passes = run_apply(t, runner)
+    assert ("reboot", "ok") in outcomes(passes)
+    assert t.read("/run/reboot-required.pkgs") == "linux-image-6.12.117+deb13-amd64\npmemd\n"
+
+
+def test_removing_a_namespace_removes_only_pmemds_token(tmp_path: Path, runner: RecordingRunner) -> None:
+    """debian-grub-foreign-memmap: the admin's memmap=1G!8G in /etc/default/grub stays, always."""
+    t = copy_fixture("debian-grub-foreign-memmap", tmp_path / "host")
+    runner.expect(*in_root(t.path, "update-grub"), handler=FakeUpdateGrub(t.path))
+    user_grub = t.read("/etc/default/grub")
+    t.config(EXAMPLE)
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    for args in grub_linux_args(t):  # the admin's token first (GRUB_CMDLINE_LINUX), then the drop-in's
+        assert [a for a in args if a.startswith(("memmap=", "nokaslr"))] == ["memmap=1G!8G", *TOKENS]
+
+    t.config(EXAMPLE.replace("  bulk:", "  gone-bulk:").split("  gone-bulk:")[0])  # drop 'bulk'
+    passes = run_apply(t, runner)
+    assert outcomes(passes)[0] == ("set-kernel-args", "ok")
+    assert passes[0].plan.actions[0].remove == ("memmap=512M!4G",)
+    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_grub_dropin(("memmap=1G!5G", "nokaslr"))
+    assert t.read("/etc/default/grub") == user_grub
+    for args in grub_linux_args(t):
+        assert "memmap=1G!8G" in args and "memmap=1G!5G" in args and "memmap=512M!4G" not in args
+    assert state(t).kernel_args == ("memmap=1G!5G", "nokaslr")
+    assert "bulk" not in state(t).namespaces
+
+    t.config(NO_NS)
+    run_apply(t, runner)
+    assert not t.exists("/etc/default/grub.d/99-pmemd.cfg")
+    assert t.read("/etc/default/grub") == user_grub
+    for args in grub_linux_args(t):
+        assert [a for a in args if a.startswith(("memmap", "nokaslr"))] == ["memmap=1G!8G"]
+    assert state(t).kernel_args == () and state(t).namespaces == {}
+
+
+def test_foreign_memmap_is_reported_by_plan(tmp_path: Path, runner: RecordingRunner,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    t = copy_fixture("debian-grub-foreign-memmap", tmp_path / "host")
+    t.config(EXAMPLE)
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "plan")
+    assert rc == 2
+    assert ("warning: memmap=1G!8G on the running and next-boot command line was not set by pmemd: pmemd "
+            "leaves it alone") in out
+    # a namespace over the admin's range is an overlap error, and nothing is planned
+    t.config("version: 1\nnamespaces:\n  x: {size: 2G, offset: 7G}\n")
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "plan")
+    assert rc == 1 and "overlaps memmap=1G!8G (not set by pmemd)" in out
+    assert "no changes planned: fix the errors above" in out
+
+
+def test_update_grub_that_forgets_a_token_restores_the_backup(
+        tmp_path: Path, runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    t = copy_fixture("debian13-qemu-plain", tmp_path / "host")
+    t.config(EXAMPLE)
+    broken = FakeUpdateGrub(t.path, forget=frozenset({"memmap=1G!5G"}))
+    runner.expect(*in_root(t.path, "update-grub"), handler=broken)
+    grub_cfg = t.read("/boot/grub/grub.cfg")
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply")
+    assert rc == 1
+    assert "[failed] boot config (grub)" in out
+    assert "read-back of the next-boot arguments does not match: missing memmap=1G!5G" in out
+    assert "the previous boot config was restored" in out
+    assert "[skipped] flag a pending reboot" in out
+    assert not t.exists("/etc/default/grub.d/99-pmemd.cfg")  # it did not exist before
+    assert t.read("/boot/grub/grub.cfg") == grub_cfg  # regenerated from the restored files
+    assert broken.runs == 2  # the write's, then the regeneration after the restore
+    assert not t.exists("/run/reboot-required")
+
+
+def test_failing_update_grub_restores_a_previous_dropin(debian: tuple[HostTree, FakeUpdateGrub],
+                                                       runner: RecordingRunner) -> None:
+    t, fake = debian
+    t.config(ONE_NS)
+    run_apply(t, runner)
+    old = t.read("/etc/default/grub.d/99-pmemd.cfg")
+    fake.returncode = 1
+    t.config(EXAMPLE)
+    passes = run_apply(t, runner)
+    (failed,) = [o for p in passes for o in p.outcomes if o.result == "failed"]
+    assert "update-grub` exited 1: grub-mkconfig: error: simulated failure" in failed.message
+    assert failed.message.endswith("the previous boot config was restored")
+    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == old
+
+
+# --- dry run -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["debian13-qemu-plain", "fedora-bls-grubby", "systemd-boot"])
+def test_dry_run_writes_nothing_and_lists_the_side_effects(
+        tmp_path: Path, runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], fixture: str) -> None:
+    t = copy_fixture(fixture, tmp_path / "host")
+    t.config(EXAMPLE)
+    before = tree_digest(t.path)
+    rc, out, err = cli_run(t, runner, monkeypatch, capsys, "apply", "--dry-run")
+    assert rc == 2, (out, err)
+    assert tree_digest(t.path) == before
+    assert runner.calls == []  # not even update-grub or grubby "for real"
+    assert "[dry-run] boot config" in out and "[dry-run] flag a pending reboot" in out
+    effects = out.split("side effects skipped in this dry run:\n", 1)[1].splitlines()
+    expected = {
+        "debian13-qemu-plain": ["write: /etc/default/grub.d/99-pmemd.cfg", f"run: chroot {t.path} update-grub"],
+        "fedora-bls-grubby": [f"run: chroot {t.path} grubby --update-kernel=ALL --args={' '.join(TOKENS)}"],
+        "systemd-boot": ["write: /etc/kernel/cmdline",
+                         "write: /efi/loader/entries/3f1c6a0e5b2d4c8e9a7b1d2e3f405162-6.12.117+deb13-amd64.conf",
+                         "write: /efi/loader/entries/3f1c6a0e5b2d4c8e9a7b1d2e3f405162-6.12.57+deb13-amd64.conf"],
+    }[fixture]
+    assert [e.strip() for e in effects] == [*expected, "touch: /run/reboot-required"]
+
+
+def test_dry_run_json(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner,
+                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    t, _ = debian
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply", "--dry-run", "--json")
+    j = json.loads(out)
+    assert rc == 2 and j["dry_run"] is True
+    assert [(a["kind"], a["result"]) for a in j["passes"][0]["actions"]] == [
+        ("set-kernel-args", "dry-run"), ("reboot", "dry-run")]
+    assert "write: /etc/default/grub.d/99-pmemd.cfg" in j["passes"][0]["side_effects"]
+    assert "memmap=512M!4G memmap=1G!5G nokaslr" in j["summary"]
+
+
+# --- grubby (Fedora / RHEL) ---------------------------------------------------------------------
+
+
+def test_grubby_gets_all_tokens_in_one_call(tmp_path: Path, runner: RecordingRunner) -> None:
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    t.config(EXAMPLE)
+    fake = FakeGrubby(t.path)
+    runner.expect(*in_root(t.path, "grubby", "--update-kernel=ALL", REST), handler=fake)
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert runner.calls == [("chroot", str(t.path), "grubby", "--update-kernel=ALL",
+                             "--args=memmap=512M!4G memmap=1G!5G nokaslr")]
+    for conf in sorted(t.p("/boot/loader/entries").glob("*.conf")):
+        opts = parse_bls_entry(conf.read_text())["options"].split()
+        assert opts == ["root=UUID=7d2f5a1c-3b4e-4f6a-9c8d-2e1f0a9b8c7d", "ro", "rootflags=subvol=root",
+                        "rhgb", "quiet", *TOKENS], conf.name
+    assert t.read("/etc/kernel/cmdline").split()[-3:] == list(TOKENS)
+    assert 'GRUB_CMDLINE_LINUX="rhgb quiet memmap=512M!4G memmap=1G!5G nokaslr"' in t.read("/etc/default/grub")
+    assert state(t).kernel_args == TOKENS and state(t).backend == "grubby"
+    assert run_apply(t, runner)[-1].outcomes == () and fake.runs == 1
+    # removing one namespace: one call, removing exactly pmemd's stale token
+    t.config(EXAMPLE.split("  bulk:")[0])
+    run_apply(t, runner)
+    assert runner.calls[-1] == ("chroot", str(t.path), "grubby", "--update-kernel=ALL",
+                                "--remove-args=memmap=512M!4G", "--args=memmap=1G!5G nokaslr")
+
+
+def test_grubby_on_rhel8_updates_kernelopts(tmp_path: Path, runner: RecordingRunner) -> None:
+    t = copy_fixture("rhel8-bls-kernelopts", tmp_path / "host")
+    t.config(EXAMPLE)
+    runner.expect(*in_root(t.path, "grubby", "--update-kernel=ALL", REST), handler=FakeGrubby(t.path))
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    env = t.read("/boot/grub2/grubenv")
+    assert len(env) == 1024
+    assert re.search(r"^kernelopts=root=/dev/mapper/rhel-root ro crashkernel=auto .* rhgb quiet "
+                     r"memmap=512M!4G memmap=1G!5G nokaslr$", env, re.M)
+    for conf in t.p("/boot/loader/entries").glob("*.conf"):
+        assert "options $kernelopts" in conf.read_text()  # still the variable
+
+
+def test_grubby_host_with_a_foreign_memmap_is_refused(tmp_path: Path, runner: RecordingRunner,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    for conf in t.p("/boot/loader/entries").glob("*.conf"):
+        conf.write_text(conf.read_text().replace("rhgb quiet", "rhgb quiet memmap=1G!8G"))
+    t.config(EXAMPLE)
+    before = tree_digest(t.path)
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply")
+    assert rc == 1 and "grubby drops every memmap= of an entry when one is added" in out
+    assert runner.calls == [] and tree_digest(t.path) == before
+
+
+def test_grub2_mkconfig_without_grubby_is_refused_with_advice(tmp_path: Path, runner: RecordingRunner) -> None:
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    t.p("/usr/sbin/grubby").unlink()
+    t.config(EXAMPLE)
+    before = tree_digest(t.path)
+    passes = run_apply(t, runner)
+    (o, skipped) = [o for p in passes for o in p.outcomes]
+    assert o.result == "failed" and "grub2-mkconfig hosts without grubby are not supported" in o.message
+    assert "dnf install grubby" in o.message and skipped.result == "skipped"
+    assert runner.calls == []
+    after = tree_digest(t.path)
+    assert {k: v for k, v in after.items() if not k.startswith("var")} == before  # only pmemd's own log/state
+
+
+# --- systemd-boot --------------------------------------------------------------------------------
+
+
+def test_systemd_boot_updates_kernel_cmdline_and_every_entry(tmp_path: Path, runner: RecordingRunner) -> None:
+    t = copy_fixture("systemd-boot", tmp_path / "host")
+    t.config(EXAMPLE)
+    entries = sorted(t.p("/efi/loader/entries").glob("*.conf"))
+    before = {e.name: e.read_text() for e in entries}
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert runner.calls == []  # no tool needed: pmemd edits the files
+    base = ["root=UUID=c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f", "ro", "quiet"]
+    assert t.read("/etc/kernel/cmdline") == " ".join([*base, *TOKENS]) + "\n"
+    for e in entries:
+        keys = parse_bls_entry(e.read_text())
+        assert keys["options"].split() == [*base, *TOKENS]
+        old = parse_bls_entry(before[e.name])
+        assert {k: v for k, v in keys.items() if k != "options"} == {k: v for k, v in old.items() if k != "options"}
+    t.config(NO_NS)
+    run_apply(t, runner)
+    assert t.read("/etc/kernel/cmdline") == " ".join(base) + "\n"
+    for e in entries:
+        assert parse_bls_entry(e.read_text())["options"].split() == base
+
+
+# --- reboot policies ------------------------------------------------------------------------------
+
+
+def with_policy(t: HostTree, policy: str) -> None:
+    t.config(EXAMPLE.replace("reboot: flag ", f"reboot: {policy} "))
+
+
+def test_reboot_never_only_records(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    t, _ = debian
+    with_policy(t, "never")
+    passes = run_apply(t, runner)
+    assert passes[0].outcomes[-1].message == "reboot needed; not flagged (reboot: never)"
+    assert not t.exists("/run/reboot-required") and not t.exists("/run/reboot-required.pkgs")
+    assert state(t).pending_reboot is not None
+
+
+def test_reboot_schedule_uses_systemd_calendar_and_systemctl_when(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    t, _ = debian
+    with_policy(t, "schedule")
+    t.boot_id("11111111-2222-3333-4444-555555555555")
+    runner.expect("systemd-analyze", "calendar", "--iterations=1", "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
+    runner.expect(*in_root(t.path, "systemctl", "--help"), stdout=SYSTEMCTL_HELP_257)
+    runner.expect(*in_root(t.path, "systemctl", "reboot", "--when=2026-11-29 03:00:00"))
+    passes = run_apply(t, runner)
+    assert passes[0].outcomes[-1].message == "reboot scheduled for 2026-11-29 03:00"
+    assert [program(c) for c in runner.calls] == ["update-grub", "systemd-analyze", "systemctl", "systemctl"]
+    assert t.exists("/run/reboot-required")
+    pending = state(t).pending_reboot
+    assert pending.scheduled_for == "2026-11-29T03:00:00"
+    assert pending.boot_id == "11111111-2222-3333-4444-555555555555"
+    calls = len(runner.calls)
+    assert outcomes(run_apply(t, runner)) == [] and len(runner.calls) == calls  # scheduled once
+
+    # the config goes back to the booted state in the same boot: the scheduled reboot is cancelled
+    runner.expect(*in_root(t.path, "systemctl", "reboot", "--when=cancel"))
+    t.config(NO_NS)
+    run_apply(t, runner)
+    assert runner.calls[-1] == ("chroot", str(t.path), "systemctl", "reboot", "--when=cancel")
+    assert state(t).pending_reboot is None
+    assert not t.exists("/run/reboot-required") and not t.exists("/run/reboot-required.pkgs")
+
+
+def test_reboot_schedule_with_an_old_systemctl_uses_shutdown(debian: tuple[HostTree, FakeUpdateGrub],
+                                                             runner: RecordingRunner) -> None:
+    t, _ = debian
+    with_policy(t, "schedule")
+    runner.expect("systemd-analyze", "calendar", "--iterations=1", "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
+    runner.expect(*in_root(t.path, "systemctl", "--help"), stdout="systemctl [OPTIONS...] COMMAND ...\n")
+    runner.expect(*in_root(t.path, "shutdown", "-r", re.compile(r"\+[0-9]+"), "pmemd: memmap= changed"))
+    passes = run_apply(t, runner)
+    assert passes[0].outcomes[-1].result == "ok"
+    assert program(runner.calls[-1]) == "shutdown"
+
+
+def test_reboot_schedule_with_a_window_systemd_rejects(debian: tuple[HostTree, FakeUpdateGrub],
+                                                       runner: RecordingRunner) -> None:
+    t, _ = debian
+    t.config(EXAMPLE.replace("reboot: flag ", "reboot: schedule ").replace('"Sun 03:00"', '"Caturday 25:00"'))
+    runner.expect("systemd-analyze", "calendar", "--iterations=1", "Caturday 25:00", returncode=1,
+                  stderr="Failed to parse calendar specification 'Caturday 25:00': Invalid argument")
+    passes = run_apply(t, runner)
+    (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "reboot"]
+    assert o.result == "failed" and "is not a calendar expression systemd understands" in o.message
+
+
+def test_reboot_now(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    t, _ = debian
+    with_policy(t, "now")
+    runner.expect(*in_root(t.path, "systemctl", "reboot"))
+    passes = run_apply(t, runner)
+    assert passes[0].outcomes[-1].message == "rebooting now (reboot: now)"
+    assert runner.calls[-1] == ("chroot", str(t.path), "systemctl", "reboot")
+    assert t.exists("/run/reboot-required")  # flagged too, in case the reboot does not happen
+
+
+# --- the whole cycle: boot args, reboot, mkfs, mount, converged --------------------------------
+
+
+def test_full_cycle_on_a_debian_tree(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner,
+                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A DAX-capable filesystem cannot exist on this machine: ``statx_dax`` is patched to report
+    STATX_ATTR_DAX, everything else (mountinfo check, state, journal) is the real executor."""
+    import pmemd.execute
+
+    t, _ = debian
+    t.boot_id("boot-1")
+    run_apply(t, runner)
+    assert [a for a in t.reboot("boot-2") if a.startswith(("memmap=", "nokaslr"))] == list(TOKENS)
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    monkeypatch.setattr(pmemd.execute, "statx_dax", lambda path: True)
+    passes = run_apply(t, runner)
+    assert outcomes(passes) == [("clear-reboot", "ok"), ("mkfs", "ok"), ("mkdir", "ok"), ("mount", "ok"),
+                                ("verify-dax", "ok"), ("mkfs", "ok"), ("mkdir", "ok"), ("mount", "ok"),
+                                ("verify-dax", "ok")]
+    pmem0, pmem1 = devices.dev("pmem0"), devices.dev("pmem1")  # 512M!4G is pmem0, 1G!5G pmem1
+    assert devices.mkfs_calls == [("mkfs.xfs", "-q", "-b", "size=4096", "-L", "bulk", pmem0),
+                                  ("mkfs.ext4", "-q", "-b", "4096", "-L", "fast", pmem1)]
+    mounts = [c for c in runner.calls if c[0] == "mount"]
+    assert mounts == [("mount", "-t", "xfs", "-o", "dax=always", pmem0, str(t.p("/pmem/bulk"))),
+                      ("mount", "-t", "ext4", "-o", "dax=always,noatime", pmem1, str(t.p("/pmem/fast")))]
+    assert not t.exists("/run/reboot-required")
+    owned = state(t)
+    assert owned.pending_reboot is None
+    assert owned.namespaces["fast"].filesystem.uuid == devices.signatures[pmem1]["UUID"]
+    assert owned.namespaces["fast"].mount_path == "/pmem/fast"
+    assert owned.namespaces["fast"].verified == "applied"
+    # converged: plan is empty, status says so, another apply does nothing
+    calls = len(runner.calls)
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "plan")
+    assert rc == 0 and "in sync: nothing to do" in out
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "status", "--json")
+    j = json.loads(out)
+    assert rc == 0 and j["summary"] == "in sync: 2/2 namespaces mounted with DAX"
+    assert {n["name"]: (n["running"], n["device"], n["dax"]) for n in j["namespaces"]} == {
+        "bulk": ("mounted", "/dev/pmem0", True), "fast": ("mounted", "/dev/pmem1", True)}
+    assert outcomes(run_apply(t, runner)) == []
+    assert len(runner.calls) == calls  # mounted devices are not even probed
+
+    # the next reboot: RAM is blank again, so pmemd formats again (its own UUID is gone)
+    t.reboot("boot-3")
+    old_uuids = {d: sig["UUID"] for d, sig in devices.signatures.items()}
+    devices.signatures.clear()  # the devices are RAM
+    assert outcomes(run_apply(t, runner)) == [("mkfs", "ok"), ("mount", "ok"), ("verify-dax", "ok")] * 2
+    assert state(t).namespaces["fast"].filesystem.uuid not in old_uuids.values()
+
+
+def test_pmemd_own_filesystem_survives_a_pass_without_reboot(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unmounted by someone, still holding pmemd's UUID: mounted again, never reformatted."""
+    import pmemd.execute
+
+    t, _ = debian
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    monkeypatch.setattr(pmemd.execute, "statx_dax", lambda path: True)
+    run_apply(t, runner)
+    runner.run(["umount", str(t.p("/pmem/fast"))])  # an admin's umount
+    passes = run_apply(t, runner)
+    assert outcomes(passes) == [("mount", "ok"), ("verify-dax", "ok")]
+    assert len(devices.mkfs_calls) == 2
+
+
+@pytest.mark.parametrize(("fixture", "xfs_args", "dax"), [
+    ("fedora-bls-grubby", ("mkfs.xfs", "-q", "-b", "size=4096", "-L", "bulk"), "dax=always"),
+    ("rhel8-bls-kernelopts", ("mkfs.xfs", "-q", "-b", "size=4096", "-m", "reflink=0", "-L", "bulk"), "dax"),
+    ("systemd-boot", ("mkfs.xfs", "-q", "-b", "size=4096", "-L", "bulk"), "dax=always"),
+])
+def test_full_cycle_on_every_boot_loader_layout(tmp_path: Path, runner: RecordingRunner,
+                                                monkeypatch: pytest.MonkeyPatch, fixture: str,
+                                                xfs_args: tuple[str, ...], dax: str) -> None:
+    """statx_dax patched as in the Debian cycle; the RHEL 8 tree runs kernel 4.18 (dev/kmsg), so
+    xfs gets reflink=0 and the mount the legacy `dax` option."""
+    import pmemd.execute
+
+    t = copy_fixture(fixture, tmp_path / "host")
+    t.config(EXAMPLE)
+    runner.expect(*in_root(t.path, "grubby", REST), handler=FakeGrubby(t.path))
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert [a for a in t.reboot("boot-2") if a.startswith(("memmap=", "nokaslr"))] == list(TOKENS)
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    monkeypatch.setattr(pmemd.execute, "statx_dax", lambda path: True)
+    assert outcomes(run_apply(t, runner)) == [("clear-reboot", "ok"), *[
+        ("mkfs", "ok"), ("mkdir", "ok"), ("mount", "ok"), ("verify-dax", "ok")] * 2]
+    assert devices.mkfs_calls[0] == (*xfs_args, devices.dev("pmem0"))
+    assert [c[4] for c in runner.calls if c[0] == "mount"] == [dax, f"{dax},noatime"]
+    calls = len(runner.calls)
+    assert outcomes(run_apply(t, runner)) == [] and len(runner.calls) == calls
+
+
+def test_verify_dax_fails_and_unmounts_when_the_file_has_no_dax(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    """No patching: a file on this machine's disk really has no STATX_ATTR_DAX."""
+    from pmemd.execute import statx_dax
+
+    t, _ = debian
+    probe = t.p("/probe")
+    probe.write_text("x")
+    if statx_dax(str(probe)) is not False:
+        pytest.skip("this filesystem does not report STATX_ATTR_DAX at all")
+    t.config(ONE_NS.replace("offset: 5G}", "offset: 5G, filesystem: {type: ext4}, mount: {path: /pmem/fast}}"))
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    FakeDevices(t.path).install(runner)
+    passes = run_apply(t, runner)
+    (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "verify-dax"]
+    assert o.result == "failed" and "does not have STATX_ATTR_DAX; pmemd unmounted it again" in o.message
+    assert ("umount", str(t.p("/pmem/fast"))) in runner.calls
+    assert state(t).namespaces["fast"].mount_path is None
+
+
+def test_foreign_data_after_the_reboot_is_not_formatted(debian: tuple[HostTree, FakeUpdateGrub],
+                                                        runner: RecordingRunner,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    t, _ = debian
+    t.config(ONE_NS.replace("offset: 5G}", "offset: 5G, filesystem: {type: ext4}}"))
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    devices.signatures[devices.dev("pmem0")] = {"UUID": "dead-beef", "TYPE": "xfs"}
+    devices.install(runner)
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply")
+    assert rc == 1 and "/dev/pmem0 holds data pmemd did not write (xfs (UUID=dead-beef))" in out
+    assert devices.mkfs_calls == []
+    t.config(ONE_NS.replace("offset: 5G}", "offset: 5G, filesystem: {type: ext4}, on_foreign_data: wipe}"))
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply")
+    assert rc == 0, out
+    assert ("wipefs", "-a", devices.dev("pmem0")) in runner.calls
+    assert devices.mkfs_calls[0][0] == "mkfs.ext4"
+
+
+def test_fixture_trees_are_never_modified() -> None:
+    """Every apply above ran on copies; the checked-in trees must still be pristine."""
+    for name in ("fedora-bls-grubby", "rhel8-bls-kernelopts", "systemd-boot", "debian-grub-foreign-memmap"):
+        tree = FIXTURES / name
+        assert not (tree / "var").exists() and not (tree / "run").exists(), name
+        assert not list(tree.rglob("*~pmemd")), name
+    assert os.path.exists(FIXTURES / "debian13-qemu-plain" / "SHA256SUMS")
+
+
+@pytest.mark.xfail(strict=True, reason="executor bug (pmemd/execute.py _flag_reboot, not ours to edit): the dry "
+                   "run lists `touch: /run/reboot-required` but not the append of 'pmemd' to "
+                   "/run/reboot-required.pkgs, which a real apply does")
+def test_dry_run_lists_the_reboot_required_pkgs_append(debian: tuple[HostTree, FakeUpdateGrub],
+                                                       runner: RecordingRunner) -> None:
+    t, _ = debian
+    passes = run_apply(t, runner, dry_run=True)
+    assert any("/run/reboot-required.pkgs" in e for e in passes[0].side_effects), passes[0].side_effects
+
+
+@pytest.mark.xfail(strict=True, reason="executor bug (pmemd/execute.py _set_kernel_args, not ours to edit): the "
+                   "tokens are recorded as pmemd's before the write (for crash safety) but not taken back when "
+                   "the write fails and the backup is restored, so the state file claims arguments that are in "
+                   "no boot config; an admin adding the same one later would have it treated as pmemd's")
+def test_a_failed_boot_config_write_leaves_no_claimed_tokens(debian: tuple[HostTree, FakeUpdateGrub],
+                                                             runner: RecordingRunner) -> None:
+    t, fake = debian
+    fake.returncode = 1
+    passes = run_apply(t, runner)
+    assert outcomes(passes)[0] == ("set-kernel-args", "failed")
+    assert not t.exists("/etc/default/grub.d/99-pmemd.cfg")
+    assert state(t).kernel_args == ()
