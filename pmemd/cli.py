@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
 from pmemd import __version__
 from pmemd.config import ConfigErrors
@@ -39,8 +39,16 @@ class UserError(Exception):
     """An error the user can fix; printed as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 like every other error: exit 2 means "changes pending"."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pmemd",
         description="Declarative emulated persistent memory (memmap=) for Linux: describe regions, "
         "filesystems and mounts in /etc/pmem.yaml; pmemd checks them against the machine and "

@@ -283,8 +283,14 @@ class Loaded:
     discovery: Discovery
 
     def origin(self, *path: str) -> Loc | None:
-        o = self.merged.origins.get(path)
-        return o.loc if o else self.merged.key_locs.get(path)
+        """Where a key was set; for a key left at its default, where its nearest parent is."""
+        while path:
+            o = self.merged.origins.get(path)
+            loc = o.loc if o else self.merged.key_locs.get(path)
+            if loc:
+                return loc
+            path = path[:-1]
+        return None
 
 
 def build(discovery: Discovery) -> Loaded:

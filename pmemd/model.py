@@ -258,6 +258,7 @@ class Mount(_Strict):
 
 
 NAME_RE = r"[a-z0-9][a-z0-9_-]{0,31}"
+XFS_MIN = 300 << 20  # xfsprogs >= 5.19: "Filesystem must be larger than 300MB"
 
 
 class Namespace(_Strict):
@@ -299,6 +300,11 @@ class Namespace(_Strict):
             )
         if self.mount is not None and self.filesystem is None:
             raise ValueError("mount needs a filesystem; add filesystem: {type: ext4} or remove mount")
+        if self.filesystem is not None and self.filesystem.type is FsType.XFS and self.size < XFS_MIN:
+            raise ValueError(
+                f"xfs needs at least 300 MiB (mkfs.xfs refuses smaller filesystems); size is "
+                f"{self.size >> 20} MiB: use size: 384M or more, or filesystem type ext4"
+            )
         return self
 
 

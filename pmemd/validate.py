@@ -133,11 +133,12 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
         if container is None and not errs:
             touching = [r for r in facts.firmware_map if r.overlaps(start, end)]
             desc = "; ".join(f"{r.type} [{r.start:#x}-{r.end - 1:#x}]" for r in touching) or "no memory at all"
-            fits = ", ".join(f"[{r.start:#x}-{r.end - 1:#x}]" for r in ram if r.size >= size)
+            fits = ", ".join(f"[{max(r.start, LOW_LIMIT):#x}-{r.end - 1:#x}]" for r in ram
+                             if r.end - max(r.start, LOW_LIMIT) >= size)
             errs.append(Issue("error", name, f"{key}.offset",
                               f"range [{start:#x}-{end - 1:#x}] is not inside one firmware System RAM "
                               f"entry (it touches: {desc}); writing there could corrupt firmware memory "
-                              f"or MMIO. System RAM entries large enough: {fits or 'none'}; "
+                              f"or MMIO. System RAM at or above 4 GiB large enough: {fits or 'none'}; "
                               "or use offset: auto"))
         issues.extend(errs)
         if not errs:

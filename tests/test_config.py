@@ -74,6 +74,22 @@ def test_good_config_loads(tmp_path: Path) -> None:
     assert str(loaded.origin("namespaces", "fast", "size")) == "/etc/pmem.yaml:6:11"
 
 
+def test_a_key_left_at_its_default_is_located_at_its_nearest_parent(tmp_path: Path) -> None:
+    """An issue about e.g. an `offset: auto` nobody wrote still points at a line in a file."""
+    loaded = load(tree(tmp_path, {"/etc/pmem.yaml": GOOD.replace("    offset: 5G\n", "")}))
+    assert loaded.config.namespaces["fast"].offset == "auto"
+    assert str(loaded.origin("namespaces", "fast", "offset")) == str(loaded.origin("namespaces", "fast"))
+    assert str(loaded.origin("namespaces", "fast")).startswith("/etc/pmem.yaml:5:")
+    assert loaded.origin("settings", "kaslr") is not None
+
+
+def test_xfs_below_300_mib_is_refused_with_what_to_change(tmp_path: Path) -> None:
+    (err,) = errors(tree(tmp_path, {"/etc/pmem.yaml": "version: 1\nnamespaces:\n  small:\n    size: 256M\n"
+                                                      "    filesystem: {type: xfs}\n"}))
+    assert err.startswith("/etc/pmem.yaml:3:3: namespaces.small: ")
+    assert "xfs needs at least 300 MiB" in err and "use size: 384M or more, or filesystem type ext4" in err
+
+
 def test_duplicate_keys_error_with_both_lines(tmp_path: Path) -> None:
     root = tree(tmp_path, {"/etc/pmem.yaml": "version: 1\nnamespaces:\n  fast:\n    size: 1G\n    size: 2G\n"
                                              "  fast:\n    size: 3G\n"})
