@@ -14,6 +14,7 @@ import ctypes.util
 import math
 import os
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -123,7 +124,8 @@ def _set_kernel_args(ctx: Ctx, act: Action) -> str:
     tools = Tools(ctx.root, lambda argv: ctx.run(argv, in_root=True), write, remove, restore)
     # Record the namespaces first: if pmemd dies after the write, the next pass still knows
     # which tokens and ranges are its own.
-    owned = ctx.owned
+    before = ctx.owned
+    owned = before
     for v in ctx.a.plan.namespaces:
         if v.start is not None:
             prev = owned.namespaces.get(v.name)
@@ -136,6 +138,7 @@ def _set_kernel_args(ctx: Ctx, act: Action) -> str:
     except BackendError as exc:
         for path, existed in reversed(written):
             restore(path, existed)
+        ctx.save(replace(ctx.owned, kernel_args=before.kernel_args, backend=before.backend))
         raise ActionFailed(f"{layout}: {exc}; the previous boot config was restored") from None
     if not ctx.dry_run:
         boot = obs.read_boot_config(ctx.root, layout)
@@ -149,6 +152,7 @@ def _set_kernel_args(ctx: Ctx, act: Action) -> str:
                 backend.regenerate(tools)
             except BackendError as exc:
                 ctx.journal.event("set-kernel-args", f"regenerating after restore failed: {exc}", priority=ERR)
+            ctx.save(replace(ctx.owned, kernel_args=before.kernel_args, backend=before.backend))
             raise ActionFailed(
                 "read-back of the next-boot arguments does not match: "
                 + (f"missing {' '.join(missing)} " if missing else "")
@@ -161,15 +165,17 @@ def _set_kernel_args(ctx: Ctx, act: Action) -> str:
 
 def _flag_reboot(ctx: Ctx) -> None:
     ctx.log.append(f"touch: {REBOOT_REQUIRED}")
-    pkgs = ctx.root.read_text(REBOOT_PKGS) or ""
+    listed = "pmemd" in (ctx.root.read_text(REBOOT_PKGS) or "").split()
+    if not listed:
+        ctx.log.append(f"append: {REBOOT_PKGS} pmemd")
     if not ctx.dry_run:
         ctx.root.touch(REBOOT_REQUIRED)
-        if "pmemd" not in pkgs.split():
+        if not listed:
             ctx.root.append_line(REBOOT_PKGS, "pmemd")
 
 
 def _next_elapse(ctx: Ctx, window: str) -> datetime:
-    res = ctx.run(["systemd-analyze", "calendar", "--iterations=1", window], effect=False)
+    res = ctx.run(["systemd-analyze", "calendar", "--iterations=1", window], effect=False, in_root=True)
     m = re.search(r"Next elapse: \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", res.stdout)
     if not res.ok or not m:
         raise ActionFailed(f"settings.reboot_window {window!r} is not a calendar expression systemd "
@@ -239,6 +245,10 @@ def _set_mode(ctx: Ctx, act: Action) -> str:
     return f"{act.device} is now {act.args[-1].removeprefix('--mode=')}"
 
 
+def _uuid_args(fstype: str | None, fs_uuid: str) -> list[str]:
+    return ["-m", f"uuid={fs_uuid}"] if fstype == "xfs" else ["-U", fs_uuid]
+
+
 def _mkfs(ctx: Ctx, act: Action) -> str:
     assert act.device and act.namespace
     dev = ctx.host(act.device)
@@ -246,25 +256,26 @@ def _mkfs(ctx: Ctx, act: Action) -> str:
     sig = obs.probe_signature(ctx.root, ctx.runner, act.device)
     if act.reason != "wipe" and not sig.blank:
         raise ActionFailed(f"{act.device} is no longer blank ({sig.describe()}); not formatting it")
+    # The UUID is chosen and recorded before mkfs runs: if pmemd dies right after mkfs, the next
+    # pass finds a filesystem whose UUID it recorded, so it is pmemd's and gets mounted, not refused.
+    fs_uuid = str(uuid.uuid4())
+    prev = ctx.owned.namespaces.get(act.namespace) or st.OwnedNamespace(start=0, size=0)
+    ctx.save(ctx.owned.with_namespace(act.namespace, replace(
+        prev, filesystem=st.OwnedFs(uuid=fs_uuid, type=act.fstype or "", label=act.fslabel))))
     if act.reason == "wipe":
         res = ctx.run(["wipefs", "-a", dev])
         if not res.ok:
             raise ActionFailed(res.describe())
-    res = ctx.run([*act.args[:-1], dev], timeout=600)
+    res = ctx.run([*act.args[:-1], *_uuid_args(act.fstype, fs_uuid), dev], timeout=600)
     if not res.ok:
         raise ActionFailed(res.describe())
     if ctx.dry_run:
         return f"would create {act.fstype} on {act.device}"
     probe = ctx.run(["blkid", "-p", "-o", "export", dev], effect=False)
-    info = dict(parse_blkid_export(probe.stdout))
-    uuid = info.get("UUID")
-    if not uuid:
-        raise ActionFailed(f"mkfs ran but blkid finds no filesystem UUID on {act.device}")
-    prev = ctx.owned.namespaces.get(act.namespace)
-    ns = prev or st.OwnedNamespace(start=0, size=0)
-    ctx.save(ctx.owned.with_namespace(act.namespace, replace(
-        ns, filesystem=st.OwnedFs(uuid=uuid, type=act.fstype or "", label=act.fslabel))))
-    return f"{act.fstype} UUID={uuid} on {act.device}"
+    found = dict(parse_blkid_export(probe.stdout)).get("UUID")
+    if found != fs_uuid:
+        raise ActionFailed(f"mkfs ran but blkid finds UUID {found or 'none'} on {act.device}, not {fs_uuid}")
+    return f"{act.fstype} UUID={fs_uuid} on {act.device}"
 
 
 def _mkdir(ctx: Ctx, act: Action) -> str:
@@ -283,12 +294,19 @@ def _mount(ctx: Ctx, act: Action) -> str:
     links = ctx.root.symlinks_on_path(act.path)
     if links:
         raise ActionFailed(f"{', '.join(links)} is a symlink; refusing to mount on {act.path}")
+    # Recorded first, so a mount left behind by a pmemd killed before verify-dax is known as
+    # pmemd's and can be unmounted by the next pass.
+    prev = ctx.owned.namespaces.get(act.namespace) or st.OwnedNamespace(start=0, size=0)
+    ctx.save(ctx.owned.with_namespace(act.namespace, replace(prev, mount_path=act.path)))
     res = ctx.run(["mount", "-t", act.fstype or "auto", "-o", ",".join(act.args),
                    ctx.host(act.device), ctx.host(act.path)], timeout=120)
     if not res.ok:
-        raise ActionFailed(res.describe())
-    prev = ctx.owned.namespaces.get(act.namespace) or st.OwnedNamespace(start=0, size=0)
-    ctx.save(ctx.owned.with_namespace(act.namespace, replace(prev, mount_path=act.path)))
+        ctx.save(ctx.owned.with_namespace(act.namespace, prev))
+        hint = ""
+        if any(o.startswith("dax") for o in act.args):
+            hint = (f"; the kernel refused the DAX mount (see `dmesg | tail`): {act.device} must be a "
+                    "pmem device in fsdax mode, and the filesystem's block size must equal the page size")
+        raise ActionFailed(res.describe() + hint)
     return f"mounted {act.device} on {act.path}"
 
 
@@ -329,6 +347,8 @@ def _verify_dax(ctx: Ctx, act: Action) -> str:
     elif not m.dax:
         problem = (f"{act.path} is mounted without DAX ({','.join(m.super_options)}); xfs silently "
                    "turns DAX off when the device cannot do it")
+    elif "ro" in m.options:
+        return f"DAX verified on {act.path} from mountinfo (read-only: no probe file)"
     else:
         probe = ctx.host(f"{act.path}/{DAX_PROBE}")
         with open(probe, "w") as f:

@@ -69,6 +69,15 @@ class NamespaceView:
     dax: bool | None = None
     diagnosis: tuple[str, ...] = ()
 
+    @property
+    def device_pending(self) -> bool:
+        """The region is booted but the kernel has not (yet) made its device: drivers are still
+        probing early in boot, or the probe failed. Worth looking again soon."""
+        return self.running == "failed" and any(d.endswith(DEVICE_PENDING) for d in self.diagnosis)
+
+
+DEVICE_PENDING = "(not probed yet, or the probe failed)"
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -186,11 +195,11 @@ def _diagnose(facts: HostFacts, p: Placement, in_cmdline: bool) -> tuple[str, tu
         if unreadable:
             notes.append("region addresses are unreadable (run as root)")
         elif not facts.regions or not any(r.is_emulated for r in facts.regions):
-            notes.append("no e820 nvdimm region: is the nd_e820 module loaded? (modprobe nd_e820)")
+            notes.append(f"no e820 nvdimm region: is the nd_e820 module loaded? (modprobe nd_e820) {DEVICE_PENDING}")
         else:
             notes.append("no e820 nd region with this exact address and size")
     elif not any(ns.blockdev or ns.chardev for ns in region.namespaces):
-        notes.append(f"{region.name} exists but its namespace has no device (probe failed)")
+        notes.append(f"{region.name} exists but its namespace has no device {DEVICE_PENDING}")
     notes.extend(_problems_of(facts, p, region))
     if notes:
         return "failed", tuple(notes)
@@ -409,6 +418,8 @@ def _fs_chain(name: str, ns: Namespace, device: str, mounts: tuple[MountEntry, .
     assert ns.filesystem is not None
     actions: list[Action] = []
     target = ns.mount.path if ns.mount else None
+    own = owned.namespaces.get(name)
+    own_mount = own.mount_path if own else None
     if mounts:
         m = mounts[-1]
         view = _with(view, running="mounted", mount=m.mount_point, dax=m.dax)
@@ -416,6 +427,11 @@ def _fs_chain(name: str, ns: Namespace, device: str, mounts: tuple[MountEntry, .
             issues.append(Issue("error", name, f"namespaces.{name}.mount.path",
                                 f"{device} is mounted at {m.mount_point}, not {target}; pmemd does not "
                                 "move mounts it did not make: unmount it"))
+        elif not m.dax and own_mount == m.mount_point:
+            actions.append(Action(Kind.UNMOUNT, Label.LIVE,
+                                  f"{name}: unmount {m.mount_point}: pmemd mounted it but it has no DAX "
+                                  f"({','.join(m.super_options)}); mount it again with DAX",
+                                  namespace=name, device=device, path=m.mount_point))
         elif not m.dax:
             issues.append(Issue("error", name, f"namespaces.{name}",
                                 f"{device} is mounted at {m.mount_point} without DAX "
@@ -425,7 +441,6 @@ def _fs_chain(name: str, ns: Namespace, device: str, mounts: tuple[MountEntry, .
                                 f"{device} holds {m.fstype}, not {ns.filesystem.type.value}"))
         return actions, view
     sig = facts.signature(device)
-    own = owned.namespaces.get(name)
     ours = (sig is not None and own is not None and own.filesystem is not None
             and sig.get("UUID") == own.filesystem.uuid and sig.get("TYPE") == own.filesystem.type)
     if sig is None or not sig.probed:
@@ -448,6 +463,14 @@ def _fs_chain(name: str, ns: Namespace, device: str, mounts: tuple[MountEntry, .
                               "(on_foreign_data: wipe)", namespace=name, device=device,
                               fstype=ns.filesystem.type.value, fslabel=ns.filesystem.label,
                               args=mkfs_args(ns, device, facts.kernel_release), reason="wipe"))
+    elif ours:
+        assert own is not None and own.filesystem is not None
+        issues.append(Issue("error", name, f"namespaces.{name}.filesystem.type",
+                            f"{device} holds the {own.filesystem.type} filesystem pmemd made, but the config "
+                            f"now asks for {ns.filesystem.type.value}; pmemd does not reformat a filesystem "
+                            f"that may hold data. Set namespaces.{name}.on_foreign_data: wipe to reformat it, "
+                            "or reboot (emulated pmem comes back blank)"))
+        return actions, view
     else:
         issues.append(Issue("error", name, f"namespaces.{name}.on_foreign_data",
                             f"{device} holds data pmemd did not write ({sig.describe()}); pmemd will not "

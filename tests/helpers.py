@@ -647,7 +647,8 @@ class FakeDevices:
     tree: Path
     signatures: dict[str, dict[str, str]] = field(default_factory=dict)  # device path -> blkid pairs
     dax: bool = True
-    mkfs_calls: list[tuple[str, ...]] = field(default_factory=list)
+    mkfs_calls: list[tuple[str, ...]] = field(default_factory=list)  # argv without the UUID options
+    mkfs_uuids: list[str] = field(default_factory=list)  # the UUIDs pmemd chose and passed
     counter: int = 0
 
     def dev(self, name: str) -> str:
@@ -694,10 +695,20 @@ class FakeDevices:
         path = argv[-1]
         self._check(path)
         assert not any(a in ("-F", "-f", "--force") for a in argv), f"mkfs forced: {argv}"
-        self.mkfs_calls.append(argv)
         self.counter += 1
-        sig = {"UUID": f"0f0c2a57-0000-4000-8000-{self.counter:012d}", "BLOCK_SIZE": "4096",
-               "TYPE": argv[0].removeprefix("mkfs.")}
+        fs_uuid = f"0f0c2a57-0000-4000-8000-{self.counter:012d}"  # mkfs's own choice, like the real one
+        rest: list[str] = []
+        i = 0
+        while i < len(argv):  # -U UUID (ext4) / -m uuid=UUID (xfs): kept apart in mkfs_uuids
+            if argv[i] == "-U" or (argv[i] == "-m" and argv[i + 1].startswith("uuid=")):
+                fs_uuid = argv[i + 1].removeprefix("uuid=")
+                self.mkfs_uuids.append(fs_uuid)
+                i += 2
+                continue
+            rest.append(argv[i])
+            i += 1
+        self.mkfs_calls.append(tuple(rest))
+        sig = {"UUID": fs_uuid, "BLOCK_SIZE": "4096", "TYPE": argv[0].removeprefix("mkfs.")}
         if "-L" in argv:
             sig["LABEL"] = argv[argv.index("-L") + 1]
         self.signatures[path] = sig

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -414,7 +415,9 @@ class CliRun:
         return [a for p in self.json["passes"] for a in p["actions"]]
 
     def side_effects(self) -> list[str]:
-        return [s for p in self.json["passes"] for s in p["side_effects"]]
+        """The side effects, with the filesystem UUID pmemd picks for mkfs shown as UUID."""
+        return [re.sub(r"(-U |-m uuid=)[0-9a-f-]{36}", r"\1UUID", s)
+                for p in self.json["passes"] for s in p["side_effects"]]
 
     def issues(self) -> list[dict[str, Any]]:
         return [i for p in self.json["passes"] for i in p["issues"]]

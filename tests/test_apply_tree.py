@@ -244,7 +244,8 @@ def test_dry_run_writes_nothing_and_lists_the_side_effects(
                          "write: /efi/loader/entries/3f1c6a0e5b2d4c8e9a7b1d2e3f405162-6.12.117+deb13-amd64.conf",
                          "write: /efi/loader/entries/3f1c6a0e5b2d4c8e9a7b1d2e3f405162-6.12.57+deb13-amd64.conf"],
     }[fixture]
-    assert [e.strip() for e in effects] == [*expected, "touch: /run/reboot-required"]
+    assert [e.strip() for e in effects] == [*expected, "touch: /run/reboot-required",
+                                            "append: /run/reboot-required.pkgs pmemd"]
 
 
 def test_dry_run_json(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner,
@@ -370,7 +371,7 @@ def test_reboot_schedule_uses_systemd_calendar_and_systemctl_when(
     t, _ = debian
     with_policy(t, "schedule")
     t.boot_id("11111111-2222-3333-4444-555555555555")
-    runner.expect("systemd-analyze", "calendar", "--iterations=1", "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
+    runner.expect(*in_root(t.path, "systemd-analyze", "calendar", "--iterations=1"), "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
     runner.expect(*in_root(t.path, "systemctl", "--help"), stdout=SYSTEMCTL_HELP_257)
     runner.expect(*in_root(t.path, "systemctl", "reboot", "--when=2026-11-29 03:00:00"))
     passes = run_apply(t, runner)
@@ -396,7 +397,7 @@ def test_reboot_schedule_with_an_old_systemctl_uses_shutdown(debian: tuple[HostT
                                                              runner: RecordingRunner) -> None:
     t, _ = debian
     with_policy(t, "schedule")
-    runner.expect("systemd-analyze", "calendar", "--iterations=1", "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
+    runner.expect(*in_root(t.path, "systemd-analyze", "calendar", "--iterations=1"), "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
     runner.expect(*in_root(t.path, "systemctl", "--help"), stdout="systemctl [OPTIONS...] COMMAND ...\n")
     runner.expect(*in_root(t.path, "shutdown", "-r", re.compile(r"\+[0-9]+"), "pmemd: memmap= changed"))
     passes = run_apply(t, runner)
@@ -408,7 +409,7 @@ def test_reboot_schedule_with_a_window_systemd_rejects(debian: tuple[HostTree, F
                                                        runner: RecordingRunner) -> None:
     t, _ = debian
     t.config(EXAMPLE.replace("reboot: flag ", "reboot: schedule ").replace('"Sun 03:00"', '"Caturday 25:00"'))
-    runner.expect("systemd-analyze", "calendar", "--iterations=1", "Caturday 25:00", returncode=1,
+    runner.expect(*in_root(t.path, "systemd-analyze", "calendar", "--iterations=1"), "Caturday 25:00", returncode=1,
                   stderr="Failed to parse calendar specification 'Caturday 25:00': Invalid argument")
     passes = run_apply(t, runner)
     (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "reboot"]
@@ -455,6 +456,9 @@ def test_full_cycle_on_a_debian_tree(debian: tuple[HostTree, FakeUpdateGrub], ru
     owned = state(t)
     assert owned.pending_reboot is None
     assert owned.namespaces["fast"].filesystem.uuid == devices.signatures[pmem1]["UUID"]
+    # pmemd chose each UUID and passed it to mkfs (-U / -m uuid=), so a kill right after mkfs
+    # leaves a filesystem the state file already names
+    assert devices.mkfs_uuids == [owned.namespaces["bulk"].filesystem.uuid, owned.namespaces["fast"].filesystem.uuid]
     assert owned.namespaces["fast"].mount_path == "/pmem/fast"
     assert owned.namespaces["fast"].verified == "applied"
     # converged: plan is empty, status says so, another apply does nothing
@@ -544,6 +548,56 @@ def test_verify_dax_fails_and_unmounts_when_the_file_has_no_dax(
     assert state(t).namespaces["fast"].mount_path is None
 
 
+MOUNTED_NS = ONE_NS.replace("offset: 5G}", "offset: 5G, filesystem: {type: ext4}, mount: {path: /pmem/fast}}")
+
+
+def test_the_mount_path_is_recorded_before_mount_runs_and_taken_back_if_it_fails(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    """A pmemd killed between mount and verify-dax must find the mount recorded as its own."""
+    t, _ = debian
+    t.config(MOUNTED_NS)
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    recorded_at_mount: list[str | None] = []
+
+    def failing_mount(argv: tuple[str, ...]) -> tuple[int, str, str]:
+        recorded_at_mount.append(state(t).namespaces["fast"].mount_path)
+        return 32, "", "mount: /pmem/fast: wrong fs type, bad option, bad superblock on /dev/pmem0"
+
+    devices.mount = failing_mount  # type: ignore[method-assign]
+    devices.install(runner)
+    passes = run_apply(t, runner)
+    assert recorded_at_mount == ["/pmem/fast"]
+    (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "mount"]
+    assert o.result == "failed" and "the kernel refused the DAX mount (see `dmesg | tail`)" in o.message
+    assert state(t).namespaces["fast"].mount_path is None  # nothing is mounted, nothing is claimed
+
+
+def test_a_read_only_mount_is_verified_from_mountinfo_without_a_probe_file(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    t, _ = debian
+    t.config(MOUNTED_NS.replace("mount: {path: /pmem/fast}", "mount: {path: /pmem/fast, options: [ro]}"))
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    plain_mount = devices.mount
+
+    def ro_mount(argv: tuple[str, ...]) -> tuple[int, str, str]:
+        rc = plain_mount(argv)
+        mi = t.p("/proc/self/mountinfo")
+        mi.write_text(mi.read_text().replace(" rw,relatime ", " ro,relatime "))
+        return rc
+
+    devices.mount = ro_mount  # type: ignore[method-assign]
+    devices.install(runner)
+    passes = run_apply(t, runner)
+    (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "verify-dax"]
+    assert o.result == "ok" and o.message == "DAX verified on /pmem/fast from mountinfo (read-only: no probe file)"
+    assert ("mount", "-t", "ext4", "-o", "dax=always,ro", devices.dev("pmem0"), str(t.p("/pmem/fast"))) in runner.calls
+    assert not t.exists("/pmem/fast/.pmemd-dax-probe")
+
+
 def test_foreign_data_after_the_reboot_is_not_formatted(debian: tuple[HostTree, FakeUpdateGrub],
                                                         runner: RecordingRunner,
                                                         monkeypatch: pytest.MonkeyPatch,
@@ -574,9 +628,6 @@ def test_fixture_trees_are_never_modified() -> None:
     assert os.path.exists(FIXTURES / "debian13-qemu-plain" / "SHA256SUMS")
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug (pmemd/execute.py _flag_reboot, not ours to edit): the dry "
-                   "run lists `touch: /run/reboot-required` but not the append of 'pmemd' to "
-                   "/run/reboot-required.pkgs, which a real apply does")
 def test_dry_run_lists_the_reboot_required_pkgs_append(debian: tuple[HostTree, FakeUpdateGrub],
                                                        runner: RecordingRunner) -> None:
     t, _ = debian
@@ -584,10 +635,6 @@ def test_dry_run_lists_the_reboot_required_pkgs_append(debian: tuple[HostTree, F
     assert any("/run/reboot-required.pkgs" in e for e in passes[0].side_effects), passes[0].side_effects
 
 
-@pytest.mark.xfail(strict=True, reason="executor bug (pmemd/execute.py _set_kernel_args, not ours to edit): the "
-                   "tokens are recorded as pmemd's before the write (for crash safety) but not taken back when "
-                   "the write fails and the backup is restored, so the state file claims arguments that are in "
-                   "no boot config; an admin adding the same one later would have it treated as pmemd's")
 def test_a_failed_boot_config_write_leaves_no_claimed_tokens(debian: tuple[HostTree, FakeUpdateGrub],
                                                              runner: RecordingRunner) -> None:
     t, fake = debian

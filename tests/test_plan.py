@@ -268,16 +268,17 @@ def test_region_whose_namespace_has_no_block_device_is_failed() -> None:
                    problems=("nd_pmem: probe of namespace0.0 failed with error -95",))
     p = plan(config({"fast": FAST}), facts, OWNED)
     assert p.actions == ()
-    assert p.namespaces[0].running == "failed"
-    assert p.namespaces[0].diagnosis == ("region0 exists but its namespace has no device (probe failed)",
+    assert p.namespaces[0].running == "failed" and p.namespaces[0].device_pending
+    assert p.namespaces[0].diagnosis == ("region0 exists but its namespace has no device (not probed yet, or the probe failed)",
                                          "nd_pmem: probe of namespace0.0 failed with error -95")
 
 
 @pytest.mark.parametrize(("regions", "diagnosis"), [
-    ((), "no e820 nvdimm region: is the nd_e820 module loaded? (modprobe nd_e820)"),
+    ((), "no e820 nvdimm region: is the nd_e820 module loaded? (modprobe nd_e820) "
+         "(not probed yet, or the probe failed)"),
     ((region(0, None, GIB),), "region addresses are unreadable (run as root)"),
     ((region(0, 5 * GIB, GIB, provider="ACPI.NFIT"),), "no e820 nvdimm region: is the nd_e820 module loaded? "
-                                                       "(modprobe nd_e820)"),
+                                                       "(modprobe nd_e820) (not probed yet, or the probe failed)"),
 ])
 def test_region_missing_or_unreadable(regions: tuple[NdRegion, ...], diagnosis: str) -> None:
     p = plan(config({"fast": FAST}), booted(regions=regions, signatures=()), OWNED)
@@ -417,6 +418,27 @@ def test_mounted_with_dax_is_converged() -> None:
 def test_mount_problems(m: MountEntry, fragment: str) -> None:
     p = plan(config({"fast": FAST}), booted(mounts=(m,)), OWNED)
     assert p.actions == () and any(fragment in e for e in errors(p)), errors(p)
+
+
+def test_a_non_dax_mount_pmemd_made_is_unmounted_not_just_reported() -> None:
+    """pmemd records the mount path before mounting; killed between the mount and verify-dax,
+    it finds its own mount without DAX on the next pass and takes it down (then mounts again)."""
+    m = mount("/dev/pmem0", "/pmem/fast", "xfs", "rw,attr2,dax=never,inode64")
+    owned = dataclasses.replace(OWNED, namespaces={"fast": OwnedNamespace(5 * GIB, GIB, mount_path="/pmem/fast")})
+    p = plan(config({"fast": FAST}), booted(mounts=(m,)), owned)
+    assert kinds(p) == ["unmount"] and errors(p) == []
+    assert p.actions[0].path == "/pmem/fast" and "no DAX" in p.actions[0].summary
+
+
+def test_pmemd_own_filesystem_of_another_type_is_not_called_foreign() -> None:
+    """The config switched fast from xfs to ext4 while pmemd's xfs is still on the device."""
+    sig = Signature("/dev/pmem0", True, (("UUID", "u-1"), ("TYPE", "xfs")), ("xfs",))
+    owned = dataclasses.replace(OWNED, namespaces={"fast": OwnedNamespace(5 * GIB, GIB, OwnedFs("u-1", "xfs"))})
+    p = plan(config({"fast": FAST}), booted(sig=sig), owned)
+    assert p.actions == ()
+    (err,) = errors(p)
+    assert "holds the xfs filesystem pmemd made, but the config now asks for ext4" in err
+    assert "did not write" not in err and "on_foreign_data: wipe" in err
 
 
 def test_mount_point_taken_by_something_else() -> None:
@@ -658,7 +680,8 @@ def test_plan_after_apply_is_empty_property(specs: dict[str, dict[str, Any]], ka
         if s["fixed"]:
             ns["offset"] = s["fixed"]
         if s["fs"] and s["mode"] == "fsdax":
-            ns["filesystem"] = {"type": s["fs"]}
+            # xfs needs 300 MiB or more (the config rejects less; tested in test_config)
+            ns["filesystem"] = {"type": "ext4" if int(s["size"][:-1]) < 300 else s["fs"]}
             if s["mount"]:
                 ns["mount"] = {"path": f"/pmem/{name}"}
         namespaces[name] = ns
@@ -758,7 +781,7 @@ def test_capture_misaligned_region_declared_by_pmemd_is_failed(tmp_path: Path, r
     facts = observe(Root(t.path), runner)
     state, diagnosis = _diagnose(facts, Placement("odd", 0x1B5900000, 61 * 2**20, False, "test"), True)
     assert state == "failed"
-    assert diagnosis == ("region1 exists but its namespace has no device (probe failed)",
+    assert diagnosis == ("region1 exists but its namespace has no device (not probed yet, or the probe failed)",
                          "nd_pmem namespace1.0: [mem 0x1b5900000-0x1b95fffff flags 0x200] misaligned, unable to map",
                          "nd_pmem namespace1.0: probe with driver nd_pmem failed with error -95")
 

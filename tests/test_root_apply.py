@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +72,7 @@ def test_ext4_blank_device_is_formatted_and_dax_mount_fails(host: rf.HostTree, k
     assert _kinds(run) == [("mkfs", "ok"), ("mkdir", "ok"), ("mount", "failed"), ("verify-dax", "skipped")]
     # the real mkfs pmemd ran: 4 KiB blocks (DAX needs blocksize == PAGE_SIZE)
     mkfs = [s for s in run.side_effects() if s.startswith("run: mkfs")]
-    assert mkfs == [f"run: mkfs.ext4 -q -b 4096 -L fast {host.dev}"]
+    assert mkfs == [f"run: mkfs.ext4 -q -b 4096 -L fast -U UUID {host.dev}"]
     sig = host.blkid()
     assert sig["TYPE"] == "ext4" and sig["LABEL"] == "fast" and sig["BLOCK_SIZE"] == "4096"
     dumpe2fs = rf.sh("dumpe2fs", "-h", host.loop.dev).stdout
@@ -109,7 +111,7 @@ def test_xfs_blank_device_mounts_without_dax_and_verify_fails(xfs_host: rf.HostT
     mkfs = [s for s in run.side_effects() if s.startswith("run: mkfs")]
     # reflink=0 only where the kernel needs it (< 6.0); this host decides which argv is right
     want = ["mkfs.xfs", "-q", "-b", "size=4096"] + ([] if _kernel_at_least(6, 0) else ["-m", "reflink=0"])
-    assert mkfs == ["run: " + " ".join([*want, "-L", "fast", str(host.dev)])]
+    assert mkfs == ["run: " + " ".join([*want, "-L", "fast", "-m", "uuid=UUID", str(host.dev)])]
     info = rf.sh("xfs_info", host.loop.dev).stdout
     assert "bsize=4096" in info
     assert ("reflink=1" in info) if _kernel_at_least(6, 0) else ("reflink=0" in info)
@@ -141,7 +143,7 @@ def test_xfs_on_a_pre_6_0_kernel_gets_reflink_off(tmp_path: Path) -> None:
         run = rf.pmemd(t, "apply", "--json")
         assert run.rc == 0, run.text
         assert [s for s in run.side_effects() if s.startswith("run: mkfs")] == [
-            f"run: mkfs.xfs -q -b size=4096 -m reflink=0 -L old {t.dev}"]
+            f"run: mkfs.xfs -q -b size=4096 -m reflink=0 -L old -m uuid=UUID {t.dev}"]
         assert "reflink=0" in rf.sh("xfs_info", t.loop.dev).stdout
 
 
@@ -162,7 +164,7 @@ def test_dry_run_changes_nothing(host: rf.HostTree) -> None:
 
     assert run.rc == 2, run.text
     assert [a["result"] for a in run.actions()] == ["dry-run"] * 4
-    assert f"run: mkfs.ext4 -q -b 4096 -L fast {host.dev}" in run.side_effects()
+    assert f"run: mkfs.ext4 -q -b 4096 -L fast -U UUID {host.dev}" in run.side_effects()
     assert host.full_digest() == before
     assert host.state_path.read_bytes() == state
     assert not host.p("/pmem").exists()
@@ -343,20 +345,18 @@ def test_failure_is_reported_on_stderr_when_journald_is_absent(host: rf.HostTree
 
 
 @rf.needs("mkfs.xfs")
-def test_xfs_on_a_device_below_300mb_fails_with_mkfs_own_reason(tmp_path: Path) -> None:
-    """xfsprogs >= 5.19 refuses filesystems under 300 MB (a 128M or 256M namespace passes config
-    validation). The failure must say why, not quote the tail of mkfs.xfs's usage text."""
+def test_xfs_below_300mb_is_refused_by_the_config_and_mkfs_agrees(tmp_path: Path) -> None:
+    """xfsprogs >= 5.19 refuses filesystems under 300 MB, so the config does too, at the
+    namespace's line and before anything runs; the real mkfs.xfs here says the same."""
     with rf.host_tree(tmp_path, size=256 * rf.MIB) as t:
-        t.write_config(fs="xfs", mount=None)
-        run = rf.pmemd(t, "apply", "--json")
+        t.write_config(fs="xfs", mount=None, size="256M")
+        run = rf.pmemd(t, "apply")
         assert run.rc == 1
-        [mkfs] = run.actions()
-        assert mkfs["kind"] == "mkfs" and mkfs["result"] == "failed"
-        if "larger than 300MB" not in mkfs["message"]:
-            pytest.skip(f"this mkfs.xfs formats 256 MiB: {mkfs['message']}")
-        assert mkfs["message"].endswith("exited 1: Filesystem must be larger than 300MB.")
+        assert "xfs needs at least 300 MiB (mkfs.xfs refuses smaller filesystems); size is 256 MiB" in run.stderr
+        assert re.search(r"/etc/pmem\.yaml:\d+:\d+: .*namespaces\.fast", run.stderr), run.stderr
         assert t.blkid() == {}
-        assert t.owned_fs() is None
+        mkfs = subprocess.run(["mkfs.xfs", "-q", "-N", t.loop.dev], capture_output=True, text=True, check=False)
+        assert mkfs.returncode != 0 and "larger than 300MB" in mkfs.stderr + mkfs.stdout
 
 
 def test_dax_failure_of_an_unrelated_device_does_not_fail_the_region(tmp_path: Path) -> None:

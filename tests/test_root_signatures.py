@@ -129,7 +129,7 @@ def test_on_foreign_data_wipe_formats_it(foreign: tuple[rf.HostTree, Case]) -> N
 
     assert run.rc == 0, run.text
     assert [s for s in run.side_effects() if s.startswith("run:")] == [
-        f"run: wipefs -a {host.dev}", f"run: mkfs.ext4 -q -b 4096 -L fast {host.dev}"]
+        f"run: wipefs -a {host.dev}", f"run: mkfs.ext4 -q -b 4096 -L fast -U UUID {host.dev}"]
     sig = host.blkid()
     assert sig["TYPE"] == "ext4" and sig["LABEL"] == "fast"
     assert host.owned_fs() == {"uuid": sig["UUID"], "type": "ext4", "label": "fast"}
