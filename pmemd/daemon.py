@@ -30,6 +30,8 @@ from pmemd.runner import Runner
 
 DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
 MAX_DELAY = 2.0  # ...but a continuous stream of events delays a pass at most this long
+SETTLE_MAX = 30.0  # at start, wait this long at most for booted regions to get their devices
+RETRY = (2.0, 4.0, 8.0, 16.0, 32.0, 60.0)  # then look again this often while a device is missing
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Daemon:
         self.config_error: str | None = None
         self.passes = 0
         self.resync = 300.0
+        self.settle_max = SETTLE_MAX
+        self.devices_pending = False  # the last pass found a booted region without its device
 
     # --- event sources ---------------------------------------------------------------------
 
@@ -94,6 +98,7 @@ class Daemon:
                                result="error")
             return f"error: {exc} (retrying at the next event or resync)"
         final = assess(self.target, self.runner, loaded)
+        self.devices_pending = any(v.device_pending for v in final.plan.namespaces)
         status = summary_line(final)
         done = sum(1 for r in results for o in r.outcomes if o.result == "ok")
         if done:
@@ -102,6 +107,21 @@ class Daemon:
         if self.config_error is not None:
             status = f"config error at {self.config_error} — keeping last good config; {status}"
         return status
+
+    def settle(self) -> None:
+        """Early in boot the kernel and udev may still be probing the pmem regions. Wait (at
+        most ``settle_max`` seconds) for the devices of the booted regions before the first
+        pass, so that pass does not report a race as a failed region."""
+        if self.target.root.is_host:
+            self.runner.run(["udevadm", "settle", "--timeout=30"], timeout=40)
+        loaded = self.load()
+        if loaded is None:
+            return
+        until = time.monotonic() + self.settle_max
+        while time.monotonic() < until:
+            if not any(v.device_pending for v in assess(self.target, self.runner, loaded).plan.namespaces):
+                return
+            time.sleep(0.5)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -131,13 +151,20 @@ class Daemon:
                                     self.target.config_root)
             watcher.start()
         try:
+            self.settle()
             self.notifier.ready(self.run_pass())
             ping = watchdog_interval()
             now = time.monotonic()
             next_resync = now + self.resync
             next_ping = now + ping if ping else None
+            retries = 0
+
+            def next_retry() -> float | None:
+                return time.monotonic() + RETRY[min(retries, len(RETRY) - 1)] if self.devices_pending else None
+
+            retry_at = next_retry()
             while True:
-                deadline = min(filter(None, (next_resync, next_ping)))
+                deadline = min(filter(None, (next_resync, next_ping, retry_at)))
                 try:
                     ev = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
@@ -145,9 +172,11 @@ class Daemon:
                     if next_ping is not None and now >= next_ping:
                         self.notifier.watchdog()
                         next_ping = now + (ping or 0)
-                    if now >= next_resync:
+                    if now >= next_resync or (retry_at is not None and now >= retry_at):
                         self.notifier.status(self.run_pass())
                         next_resync = time.monotonic() + self.resync
+                        retries = retries + 1 if self.devices_pending else 0
+                        retry_at = next_retry()
                     continue
                 burst = self._drain(ev)
                 if any(e.kind == "stop" for e in burst):
@@ -162,6 +191,8 @@ class Daemon:
                 else:
                     self.notifier.status(status)
                 next_resync = time.monotonic() + self.resync
+                retries = 0
+                retry_at = next_retry()
                 if next_ping is not None and time.monotonic() >= next_ping:
                     self.notifier.watchdog()
                     next_ping = time.monotonic() + (ping or 0)

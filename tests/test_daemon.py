@@ -161,3 +161,36 @@ def test_first_config_broken_changes_nothing(daemon) -> None:  # type: ignore[no
     finally:
         p2.send_signal(signal.SIGTERM)
         assert p2.wait(timeout=10) == 0
+
+
+def test_a_booted_region_without_its_device_is_looked_at_again_soon(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Early in boot a region's /dev/pmemN can appear after the first pass: the daemon does not
+    wait for the 5-minute resync but looks again after a short backoff, and stops doing so (idle
+    again) once the device is there. In process, with the pass itself replaced."""
+    from pmemd import daemon as d
+    from pmemd.engine import Target
+    from pmemd.journal import Journal
+    from pmemd.notify import Notifier
+
+    monkeypatch.setattr(d, "RETRY", (0.05, 0.1))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    sent: list[str] = []
+    dm = d.Daemon(Target.make(str(tmp_path)), runner=None, journal=Journal(),  # type: ignore[arg-type]
+                  notifier=Notifier(lambda msg: sent.append(msg) or True), watch=False)
+    times: list[float] = []
+
+    def fake_pass() -> str:
+        times.append(time.monotonic())
+        dm.devices_pending = len(times) < 3  # the device shows up before the third pass
+        if len(times) == 3:
+            dm.events.put(d.Event("stop"))
+        return f"pass {len(times)}"
+
+    monkeypatch.setattr(dm, "settle", lambda: None)
+    monkeypatch.setattr(dm, "run_pass", fake_pass)
+    assert dm.run() == 0
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert 0.05 <= gaps[0] < 5 and 0.1 <= gaps[1] < 5, gaps  # the backoff, not the resync
+    assert sent[0] == "READY=1\nSTATUS=pass 1" and "STATUS=pass 3" in sent
