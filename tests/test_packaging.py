@@ -423,3 +423,22 @@ def test_completion_matches_the_cli(tmp_path: Path) -> None:
     assert _complete(["pmemd", "--root", str(tmp_path / "ro")]) == [str(tmp_path / "rootdir")]
     assert _complete(["pmemd", "--config", str(tmp_path / "pmem-")]) == [str(tmp_path / "pmem-test.yaml")]
     assert _complete(["pmemd", "apply", "--json", "--"]) == ["--dry-run", "--help"]
+
+
+# Options that put the service in a mount namespace of its own, so its mounts would be invisible
+# on the host. PrivateNetwork= is one on systemd 257 (it remounts /sys; measured in the e2e guest).
+MOUNT_NAMESPACE_OPTIONS = (
+    "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateMounts", "PrivateNetwork",
+    "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+    "ProtectProc", "ProcSubset", "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "TemporaryFileSystem",
+    "BindPaths", "BindReadOnlyPaths", "RootDirectory", "RootImage", "MountAPIVFS", "PrivateIPC",
+    "NetworkNamespacePath",
+)
+
+
+def test_unit_has_no_option_that_hides_its_mounts_from_the_host() -> None:
+    unit = (REPO / "pmemd.service").read_text()
+    keys = {ln.split("=", 1)[0].strip() for ln in unit.splitlines() if "=" in ln and not ln.startswith("#")}
+    assert not keys & set(MOUNT_NAMESPACE_OPTIONS), keys & set(MOUNT_NAMESPACE_OPTIONS)
+    assert {"Type", "WatchdogSec", "ExecReload", "NoNewPrivileges", "CapabilityBoundingSet",
+            "SystemCallFilter"} <= keys
