@@ -224,15 +224,18 @@ def _clear_reboot(ctx: Ctx, act: Action) -> str:
         else:
             ctx.run(["shutdown", "-c"], in_root=True)
     pkgs = [p for p in (ctx.root.read_text(REBOOT_PKGS) or "").split() if p]
+    done = "cleared"
     if "pmemd" in pkgs:
         rest = [p for p in pkgs if p != "pmemd"]
         if rest:
             ctx.write(REBOOT_PKGS, "\n".join(rest) + "\n")
+            done += f"; {REBOOT_REQUIRED} kept for {' '.join(rest)}"
         else:
             ctx.remove(REBOOT_PKGS)
             ctx.remove(REBOOT_REQUIRED)
+            done += f"; {REBOOT_REQUIRED} removed"
     ctx.save(replace(ctx.owned, pending_reboot=None))
-    return act.reason
+    return done
 
 
 def _set_mode(ctx: Ctx, act: Action) -> str:
