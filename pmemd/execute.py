@@ -425,7 +425,11 @@ class PassResult:
 def run_plan(ctx: Ctx) -> tuple[Outcome, ...]:
     outcomes: list[Outcome] = []
     stopped: set[str | None] = set()
+    rebooting = False
     for act in ctx.a.plan.actions:
+        if rebooting:
+            outcomes.append(Outcome(act, "skipped", "the host is rebooting (reboot: now)"))
+            continue
         if None in stopped or act.namespace in stopped:
             outcomes.append(Outcome(act, "skipped", "an earlier step failed"))
             continue
@@ -439,6 +443,8 @@ def run_plan(ctx: Ctx) -> tuple[Outcome, ...]:
             continue
         result = "dry-run" if ctx.dry_run else "ok"
         outcomes.append(Outcome(act, result, message))
+        rebooting = (act.kind is Kind.REBOOT and not ctx.dry_run
+                     and ctx.a.loaded.config.settings.reboot is RebootPolicy.NOW)
         if not ctx.dry_run:
             prio = NOTICE if act.label.value != "live" else INFO
             ctx.journal.event(act.kind.value, f"{act.summary}: {message}", priority=prio,

@@ -426,6 +426,26 @@ def test_reboot_now(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRu
     assert t.exists("/run/reboot-required")  # flagged too, in case the reboot does not happen
 
 
+def test_reboot_now_ends_the_pass(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    """Seen in the guest: after `systemctl reboot` the pass went on to mkfs a device while the
+    host was shutting down. Nothing runs after the reboot is started."""
+    t, _ = debian
+    t.config(MOUNTED_NS)
+    run_apply(t, runner)
+    t.reboot("boot-2")  # fast's device is there and blank
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    t.config(MOUNTED_NS.replace("reboot: flag", "reboot: now") + "  more: {size: 1G, offset: 6G}\n")
+    runner.expect(*in_root(t.path, "systemctl", "reboot"))
+    passes = run_apply(t, runner)
+    kinds = [(o.action.kind.value, o.result) for p in passes for o in p.outcomes]
+    assert kinds[:2] == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert ("mkfs", "skipped") in kinds and ("mkfs", "ok") not in kinds
+    assert {o.message for p in passes for o in p.outcomes[2:]} == {"the host is rebooting (reboot: now)"}
+    assert devices.mkfs_calls == [] and len(passes) == 1
+    assert runner.calls[-1] == ("chroot", str(t.path), "systemctl", "reboot")
+
+
 # --- the whole cycle: boot args, reboot, mkfs, mount, converged --------------------------------
 
 
