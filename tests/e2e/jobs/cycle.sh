@@ -1,0 +1,234 @@
+# pmemd's full cycle on a real kernel, run by test_cycle.py as the harness job on every boot of
+# one GRUB-booted guest with a QEMU NVDIMM (see tests/e2e/README.md for the job protocol).
+# Each boot saves its evidence as $HARNESS_OUT/b<boot>-<name> (+ .rc); test_cycle.py asserts on
+# it. The script itself only drives the guest and waits; it never decides pass or fail, except
+# that it exits non-zero when a wait times out, so the log shows where it stopped.
+set -u
+o=$HARNESS_OUT
+n=$HARNESS_BOOT
+export SYSTEMD_COLORS=0 SYSTEMD_PAGER= PAGER=cat LC_ALL=C.UTF-8
+FAST=0x140000000   # fast: 1G at 5G (fixed offset)
+
+# ev NAME CMD...: run CMD, keep stdout+stderr as b<boot>-NAME and its exit code as .rc
+ev() {
+    local name=$1 rc
+    shift
+    "$@" >"$o/b$n-$name" 2>&1
+    rc=$?
+    echo "$rc" >"$o/b$n-$name.rc"
+    echo "=== [boot $n] $name: $* (exit $rc)"
+    cat "$o/b$n-$name"
+}
+
+# wait_status GLOB [SECONDS]: wait until pmemd's sd_notify STATUS matches GLOB
+wait_status() {
+    local pat=$1 t=${2:-180} s=""
+    for _ in $(seq "$t"); do
+        s=$(systemctl show -p StatusText --value pmemd)
+        # shellcheck disable=SC2254
+        case $s in $pat) echo "$s" >"$o/b$n-status-$3"; return 0 ;; esac
+        sleep 1
+    done
+    echo "TIMEOUT after ${t}s waiting for STATUS $pat; STATUS is: $s" | tee "$o/b$n-status-$3"
+    exit 3
+}
+
+# the block device of the nd region starting at physical address $1
+pmemdev() {
+    local r b
+    for r in /sys/bus/nd/devices/region*; do
+        [ "$(cat "$r/resource")" = "$1" ] || continue
+        for b in "$r"/namespace*/block/*; do [ -e "$b" ] && echo "/dev/${b##*/}"; done
+    done
+}
+
+# the block device of the QEMU NVDIMM (nd bus provider ACPI.NFIT)
+nvdev() {
+    local r bus b
+    for r in /sys/bus/nd/devices/region*; do
+        bus=$(basename "$(dirname "$(readlink -f "$r")")")
+        [ "$(cat "/sys/bus/nd/devices/$bus/provider")" = ACPI.NFIT ] || continue
+        for b in "$r"/namespace*/block/*; do [ -e "$b" ] && echo "/dev/${b##*/}"; done
+    done
+}
+
+# every boot: the evidence the issue asks for, before and after this boot's steps
+evidence() {
+    local tag=$1
+    ev "$tag-cmdline" cat /proc/cmdline
+    ev "$tag-iomem" grep -A1 Persistent /proc/iomem
+    ev "$tag-ndctl" ndctl list -RN
+    ev "$tag-mountinfo" grep pmem /proc/self/mountinfo
+    ev "$tag-systemctl-status" systemctl status pmemd --no-pager -n 0
+    ev "$tag-status-json" pmemd status --json
+    ev "$tag-status" pmemd status
+    ev "$tag-dropin" cat /etc/default/grub.d/99-pmemd.cfg
+    ev "$tag-grubcfg" grep -E '^[[:space:]]*linux[[:space:]]' /boot/grub/grub.cfg
+    ev "$tag-state" cat /var/lib/pmemd/state.json
+    ev "$tag-reboot-required" ls /run/reboot-required /run/reboot-required.pkgs
+    ev "$tag-sha" sha256sum /etc/default/grub /boot/grub/grub.cfg
+}
+
+journal() {  # this boot's pmemd entries (JSON) as evidence
+    ev "$1-journal" journalctl -b -u pmemd -o json --no-pager
+}
+
+# dax_attr FILE: STATX_ATTR_DAX of FILE as xfs_io reports it (independent of pmemd's own check)
+dax_attr() {
+    xfs_io -c 'statx -r' "$1" | grep -E '^stat\.attributes ='
+}
+
+checkpoint() {  # pack $o now: this boot may end in a reboot pmemd starts, not in harness-run's
+    tar -C "$o" -cf "$HARNESS_DIR/out/.boot$n.tar.tmp" . && mv "$HARNESS_DIR/out/.boot$n.tar.tmp" "$HARNESS_DIR/out/boot$n.tar"
+    sync
+}
+
+config_two() {  # $1: reboot policy
+    cat >/etc/pmem.yaml.new <<EOF
+version: 1
+settings:
+  reboot: $1
+namespaces:
+  fast:
+    size: 1G
+    offset: 5G
+    filesystem: {type: ext4, label: fast}
+    mount: {path: /pmem/fast}
+  bulk:
+    size: 512M
+    offset: auto
+    filesystem: {type: xfs, label: bulk}
+    mount: {path: /pmem/bulk}
+EOF
+    mv /etc/pmem.yaml.new /etc/pmem.yaml  # how editors save: a rename
+}
+
+config_one() {
+    cat >/etc/pmem.yaml.new <<EOF
+version: 1
+namespaces:
+  fast:
+    size: 1G
+    offset: 5G
+    filesystem: {type: ext4, label: fast}
+    mount: {path: /pmem/fast}
+EOF
+    mv /etc/pmem.yaml.new /etc/pmem.yaml
+}
+
+config_bad() {  # $1: offset of a 1G namespace pmemd must refuse
+    printf 'version: 1\nnamespaces:\n  bad:\n    size: 1G\n    offset: %s\n' "$1" >/etc/pmem.yaml.new
+    mv /etc/pmem.yaml.new /etc/pmem.yaml
+}
+
+udevadm settle
+case $n in
+1)
+    # Step 1: a guest without memmap; install the package; the service runs, in sync, empty config.
+    ev pre-sha sha256sum /etc/default/grub /boot/grub/grub.cfg
+    ev cmdline cat /proc/cmdline
+    ev dpkg dpkg -i "$HARNESS_FILES"/pmemd_*.deb
+    ev is-enabled systemctl is-enabled pmemd
+    ev is-active systemctl is-active pmemd
+    wait_status 'in sync*' 60 empty
+    ev etc-config cat /etc/pmem.yaml
+    # The NVDIMM gets a filesystem of its own that pmemd must never touch.
+    nv=$(nvdev)
+    echo "$nv" >"$o/b1-nvdev"
+    mkfs.ext4 -q -L nvdata "$nv" && mkdir -p /mnt/nv && mount "$nv" /mnt/nv \
+        && echo "written by the test in boot 1" >/mnt/nv/precious && umount /mnt/nv
+    ev nv-blkid blkid -p -o export "$nv"
+
+    # Negative cases: refused before GRUB is touched.
+    config_bad 5000M
+    wait_status '*5000M*' 60 misaligned
+    sleep 3
+    ev misaligned-validate pmemd validate
+    ev misaligned-sha sha256sum /etc/default/grub /boot/grub/grub.cfg
+    ev misaligned-dropin ls /etc/default/grub.d/
+    ev misaligned-reboot-required ls /run/reboot-required
+    config_bad 1012G   # QEMU's firmware map reserves 0xfd00000000-0xffffffffff
+    wait_status '*0xfd00000000*' 60 reserved
+    sleep 3
+    ev reserved-validate pmemd validate
+    ev reserved-sha sha256sum /etc/default/grub /boot/grub/grub.cfg
+    ev reserved-dropin ls /etc/default/grub.d/
+    ev reserved-reboot-required ls /run/reboot-required
+
+    # Step 2: two namespaces; the running daemon picks the file up by itself.
+    config_two flag
+    wait_status 'reboot pending*' 120 pending
+    evidence after
+    journal after
+    echo reboot >"$HARNESS_NEXT"
+    ;;
+2)
+    # Step 3: booted through GRUB with pmemd's arguments; formatted, mounted, DAX verified.
+    wait_status 'in sync: 2/2 namespaces mounted with DAX' 240 synced
+    evidence after
+    journal after
+    for ns in fast bulk; do
+        echo "written in boot 2" >"/pmem/$ns/marker"
+        ev "$ns-dax" dax_attr "/pmem/$ns/marker"
+        ev "$ns-blkid" blkid -p -o export "$(findmnt -no SOURCE "/pmem/$ns")"
+    done
+    echo reboot >"$HARNESS_NEXT"
+    ;;
+3)
+    # Step 4: the RAM came back blank; pmemd formats and mounts again; no duplicate arguments.
+    wait_status 'in sync: 2/2 namespaces mounted with DAX' 240 synced
+    evidence after
+    journal after
+    for ns in fast bulk; do
+        ev "$ns-marker" cat "/pmem/$ns/marker"
+        ev "$ns-blkid" blkid -p -o export "$(findmnt -no SOURCE "/pmem/$ns")"
+    done
+    # Step 5: remove bulk.
+    config_one
+    wait_status 'reboot pending*' 120 pending
+    evidence removed
+    journal removed
+    echo reboot >"$HARNESS_NEXT"
+    ;;
+4)
+    # Step 5 after the reboot: bulk's device and mount are gone, fast is untouched.
+    wait_status 'in sync: 1/1 namespaces mounted with DAX' 240 synced
+    evidence after
+    journal after
+    # Negative: a filesystem pmemd did not write on fast's device before pmemd starts.
+    dev=$(pmemdev $FAST)
+    systemctl stop pmemd
+    umount /pmem/fast
+    mkfs.ext4 -q -F -L foreign "$dev"
+    mkdir -p /mnt/f && mount "$dev" /mnt/f && echo "not pmemd's" >/mnt/f/data && umount /mnt/f
+    ev foreign-before blkid -p -o export "$dev"
+    ev foreign-start systemctl start pmemd
+    wait_status 'error:*' 60 foreign
+    ev foreign-after blkid -p -o export "$dev"
+    ev foreign-mountinfo grep pmem /proc/self/mountinfo
+    mount -o ro "$dev" /mnt/f && ev foreign-data cat /mnt/f/data; umount /mnt/f
+    ev foreign-status pmemd status
+    ev foreign-journal journalctl -b -u pmemd -o json --no-pager
+    wipefs -q -a "$dev"
+    # Step 6: reboot: now, and bulk comes back; pmemd reboots the guest itself.
+    date +%s >"$o/b4-reboot-now-at"
+    echo "waiting for pmemd to reboot" >"$o/b4-done"
+    checkpoint
+    config_two now
+    sleep 240
+    echo "pmemd did not reboot the guest within 240 s" | tee "$o/b4-not-rebooted"
+    exit 4
+    ;;
+5)
+    wait_status 'in sync: 2/2 namespaces mounted with DAX' 240 synced
+    evidence after
+    journal after
+    ev previous-journal journalctl -b -1 -u pmemd -o json --no-pager
+    nv=$(nvdev)
+    echo "$nv" >"$o/b5-nvdev"
+    ev nv-blkid blkid -p -o export "$nv"
+    mount -o ro "$nv" /mnt/nv && ev nv-data cat /mnt/nv/precious; umount /mnt/nv
+    ev security systemd-analyze security pmemd --no-pager
+    ;;
+esac
+exit 0
