@@ -155,8 +155,8 @@ def test_boot1_package_installs_and_service_runs_in_sync(cycle: Cycle) -> None:
 
 
 @pytest.mark.parametrize("case, expect", [
-    ("misaligned", "/etc/pmem.yaml:5:13: error: namespaces.bad.offset: 5000M is not a multiple of 128 MiB"),
-    ("reserved", "/etc/pmem.yaml:5:13: error: namespaces.bad.offset: range [0xfd00000000-0xfd3fffffff] is "
+    ("misaligned", "/etc/pmem.yaml:7:13: error: namespaces.bad.offset: 5000M is not a multiple of 128 MiB"),
+    ("reserved", "/etc/pmem.yaml:7:13: error: namespaces.bad.offset: range [0xfd00000000-0xfd3fffffff] is "
                  "not inside one firmware System RAM entry (it touches: Reserved [0xfd00000000-0xffffffffff])"),
 ])
 def test_boot1_bad_regions_refused_before_grub_is_touched(cycle: Cycle, case: str, expect: str) -> None:

@@ -83,42 +83,29 @@ checkpoint() {  # pack $o now: this boot may end in a reboot pmemd starts, not i
     sync
 }
 
-config_two() {  # $1: reboot policy
-    cat >/etc/pmem.yaml.new <<EOF
-version: 1
-settings:
-  reboot: $1
-namespaces:
-  fast:
+FAST_NS='  fast:
     size: 1G
     offset: 5G
     filesystem: {type: ext4, label: fast}
     mount: {path: /pmem/fast}
-  bulk:
+'
+BULK_NS='  bulk:
     size: 512M
     offset: auto
     filesystem: {type: xfs, label: bulk}
     mount: {path: /pmem/bulk}
-EOF
-    mv /etc/pmem.yaml.new /etc/pmem.yaml  # how editors save: a rename
-}
+'
 
-config_one() {
-    cat >/etc/pmem.yaml.new <<EOF
-version: 1
-namespaces:
-  fast:
-    size: 1G
-    offset: 5G
-    filesystem: {type: ext4, label: fast}
-    mount: {path: /pmem/fast}
-EOF
+# write_config POLICY NAMESPACE_YAML...: a new /etc/pmem.yaml, saved the way editors do (rename)
+write_config() {
+    local policy=$1
+    shift
+    { printf 'version: 1\nsettings:\n  reboot: %s\nnamespaces:\n' "$policy"; printf '%s' "$@"; } >/etc/pmem.yaml.new
     mv /etc/pmem.yaml.new /etc/pmem.yaml
 }
 
-config_bad() {  # $1: offset of a 1G namespace pmemd must refuse
-    printf 'version: 1\nnamespaces:\n  bad:\n    size: 1G\n    offset: %s\n' "$1" >/etc/pmem.yaml.new
-    mv /etc/pmem.yaml.new /etc/pmem.yaml
+bad_ns() {  # a 1G namespace at offset $1, which pmemd must refuse
+    printf '  bad:\n    size: 1G\n    offset: %s\n' "$1"
 }
 
 udevadm settle
@@ -140,14 +127,14 @@ case $n in
     ev nv-blkid blkid -p -o export "$nv"
 
     # Negative cases: refused before GRUB is touched.
-    config_bad 5000M
+    write_config flag "$(bad_ns 5000M)"
     wait_status '*5000M*' 60 misaligned
     sleep 3
     ev misaligned-validate pmemd validate
     ev misaligned-sha sha256sum /etc/default/grub /boot/grub/grub.cfg
     ev misaligned-dropin ls /etc/default/grub.d/
     ev misaligned-reboot-required ls /run/reboot-required
-    config_bad 1012G   # QEMU's firmware map reserves 0xfd00000000-0xffffffffff
+    write_config flag "$(bad_ns 1012G)"  # QEMU's firmware map reserves 0xfd00000000-0xffffffffff
     wait_status '*0xfd00000000*' 60 reserved
     sleep 3
     ev reserved-validate pmemd validate
@@ -156,7 +143,7 @@ case $n in
     ev reserved-reboot-required ls /run/reboot-required
 
     # Step 2: two namespaces; the running daemon picks the file up by itself.
-    config_two flag
+    write_config flag "$FAST_NS" "$BULK_NS"
     wait_status 'reboot pending*' 120 pending
     evidence after
     journal after
@@ -184,7 +171,7 @@ case $n in
         ev "$ns-blkid" blkid -p -o export "$(findmnt -no SOURCE "/pmem/$ns")"
     done
     # Step 5: remove bulk.
-    config_one
+    write_config flag "$FAST_NS"
     wait_status 'reboot pending*' 120 pending
     evidence removed
     journal removed
@@ -214,7 +201,7 @@ case $n in
     date +%s >"$o/b4-reboot-now-at"
     echo "waiting for pmemd to reboot" >"$o/b4-done"
     checkpoint
-    config_two now
+    write_config now "$FAST_NS" "$BULK_NS"
     sleep 240
     echo "pmemd did not reboot the guest within 240 s" | tee "$o/b4-not-rebooted"
     exit 4
