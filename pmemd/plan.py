@@ -271,9 +271,9 @@ def plan(config: Config, facts: HostFacts, owned: Owned) -> Plan:
                 f"boot config ({facts.boot.layout}): " + ("; ".join(parts) or "rewrite pmemd's tokens"),
                 add=desired, remove=stale_owned, reason=facts.boot.detected_by))
     after_next = (next_set | set(desired)) - set(stale_owned)
-    pmemd_tokens = set(desired) | set(owned.kernel_args)
-    reboot_add = tuple(sorted(t for t in pmemd_tokens if t in after_next and t not in running))
-    reboot_remove = tuple(sorted(t for t in pmemd_tokens if t not in after_next and t in running))
+    pmemd_tokens = tuple(dict.fromkeys((*desired, *owned.kernel_args)))  # in boot-config order
+    reboot_add = tuple(t for t in pmemd_tokens if t in after_next and t not in running)
+    reboot_remove = tuple(t for t in pmemd_tokens if t not in after_next and t in running)
     reboot_needed = bool(reboot_add or reboot_remove)
     pending = owned.pending_reboot
     policy = config.settings.reboot
@@ -448,7 +448,15 @@ def _fs_chain(name: str, ns: Namespace, device: str, mounts: tuple[MountEntry, .
                             f"cannot tell what {device} holds: {sig.error if sig else 'not probed'}; "
                             "pmemd formats only devices it can prove blank"))
         return actions, view
-    if ours and sig.get("TYPE") == ns.filesystem.type.value:
+    unfinished = (sig is not None and own is not None and own.filesystem is not None
+                  and not own.filesystem.complete and sig.get("UUID") == own.filesystem.uuid)
+    if unfinished:
+        actions.append(Action(Kind.MKFS, Label.DESTRUCTIVE,
+                              f"{name}: mkfs.{ns.filesystem.type.value} on {device} again: pmemd's own mkfs "
+                              "there did not finish", namespace=name, device=device,
+                              fstype=ns.filesystem.type.value, fslabel=ns.filesystem.label,
+                              args=mkfs_args(ns, device, facts.kernel_release), reason="redo"))
+    elif ours and sig.get("TYPE") == ns.filesystem.type.value:
         view = _with(view, running="formatted")
     elif sig.blank:
         actions.append(Action(Kind.MKFS, Label.DESTRUCTIVE,

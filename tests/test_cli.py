@@ -184,7 +184,7 @@ def test_status_shows_the_last_actions(tmp_path: Path, runner: RecordingRunner, 
     rc, out, _ = main(capsys, "--root", str(t.path), "status", "--json")
     j = json.loads(out)
     assert [(e["action"], e["result"]) for e in j["last_actions"]] == [("set-kernel-args", "ok"), ("reboot", "ok")]
-    assert j["pending_reboot"]["reason"] == "memmap=1G!5G memmap=512M!4G nokaslr added"
+    assert j["pending_reboot"]["reason"] == "memmap=512M!4G memmap=1G!5G nokaslr added"
     assert j["summary"].startswith("reboot pending since ")
 
 
