@@ -257,15 +257,20 @@ def _mkfs(ctx: Ctx, act: Action) -> str:
     dev = ctx.host(act.device)
     # Look again right before formatting: the plan may be seconds old.
     sig = obs.probe_signature(ctx.root, ctx.runner, act.device)
-    if act.reason != "wipe" and not sig.blank:
-        raise ActionFailed(f"{act.device} is no longer blank ({sig.describe()}); not formatting it")
-    # The UUID is chosen and recorded before mkfs runs: if pmemd dies right after mkfs, the next
-    # pass finds a filesystem whose UUID it recorded, so it is pmemd's and gets mounted, not refused.
-    fs_uuid = str(uuid.uuid4())
     prev = ctx.owned.namespaces.get(act.namespace) or st.OwnedNamespace(start=0, size=0)
-    ctx.save(ctx.owned.with_namespace(act.namespace, replace(
-        prev, filesystem=st.OwnedFs(uuid=fs_uuid, type=act.fstype or "", label=act.fslabel))))
-    if act.reason == "wipe":
+    if act.reason == "redo":
+        if not (prev.filesystem and not prev.filesystem.complete and sig.get("UUID") == prev.filesystem.uuid):
+            raise ActionFailed(f"{act.device} no longer holds pmemd's unfinished filesystem "
+                               f"({sig.describe()}); not formatting it")
+    elif act.reason != "wipe" and not sig.blank:
+        raise ActionFailed(f"{act.device} is no longer blank ({sig.describe()}); not formatting it")
+    # The UUID is chosen and recorded (as unfinished) before mkfs runs: if pmemd dies during or
+    # right after mkfs, the next pass recognises the filesystem as its own unfinished one and
+    # makes it again, instead of refusing it as foreign data or mounting a half-written one.
+    fs_uuid = str(uuid.uuid4())
+    made = st.OwnedFs(uuid=fs_uuid, type=act.fstype or "", label=act.fslabel, complete=False)
+    ctx.save(ctx.owned.with_namespace(act.namespace, replace(prev, filesystem=made)))
+    if act.reason in ("wipe", "redo"):
         res = ctx.run(["wipefs", "-a", dev])
         if not res.ok:
             raise ActionFailed(res.describe())
@@ -278,6 +283,8 @@ def _mkfs(ctx: Ctx, act: Action) -> str:
     found = dict(parse_blkid_export(probe.stdout)).get("UUID")
     if found != fs_uuid:
         raise ActionFailed(f"mkfs ran but blkid finds UUID {found or 'none'} on {act.device}, not {fs_uuid}")
+    ns = ctx.owned.namespaces.get(act.namespace) or prev
+    ctx.save(ctx.owned.with_namespace(act.namespace, replace(ns, filesystem=replace(made, complete=True))))
     return f"{act.fstype} UUID={fs_uuid} on {act.device}"
 
 

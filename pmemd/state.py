@@ -20,6 +20,9 @@ class OwnedFs:
     uuid: str
     type: str
     label: str | None = None
+    # False from just before mkfs runs until blkid has read the new UUID back: a filesystem
+    # with this UUID may be half-written, so pmemd makes it again instead of mounting it.
+    complete: bool = True
 
 
 @dataclass(frozen=True)

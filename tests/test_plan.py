@@ -430,6 +430,19 @@ def test_a_non_dax_mount_pmemd_made_is_unmounted_not_just_reported() -> None:
     assert p.actions[0].path == "/pmem/fast" and "no DAX" in p.actions[0].summary
 
 
+def test_pmemd_own_unfinished_mkfs_is_made_again_never_mounted() -> None:
+    """The state says pmemd started mkfs with UUID u-1 but never saw it finish (killed): the
+    device may hold half a filesystem, so it is made again; any other UUID there is foreign."""
+    sig = Signature("/dev/pmem0", True, (("UUID", "u-1"), ("TYPE", "ext4")), ("ext4",))
+    unfinished = OwnedNamespace(5 * GIB, GIB, OwnedFs("u-1", "ext4", complete=False))
+    p = plan(config({"fast": FAST}), booted(sig=sig), dataclasses.replace(OWNED, namespaces={"fast": unfinished}))
+    assert kinds(p) == ["mkfs", "mkdir", "mount", "verify-dax"]
+    assert p.actions[0].reason == "redo" and "did not finish" in p.actions[0].summary
+    other = Signature("/dev/pmem0", True, (("UUID", "u-2"), ("TYPE", "ext4")), ("ext4",))
+    p = plan(config({"fast": FAST}), booted(sig=other), dataclasses.replace(OWNED, namespaces={"fast": unfinished}))
+    assert p.actions == () and "did not write" in errors(p)[0]
+
+
 def test_pmemd_own_filesystem_of_another_type_is_not_called_foreign() -> None:
     """The config switched fast from xfs to ext4 while pmemd's xfs is still on the device."""
     sig = Signature("/dev/pmem0", True, (("UUID", "u-1"), ("TYPE", "xfs")), ("xfs",))

@@ -79,7 +79,7 @@ def test_ext4_blank_device_is_formatted_and_dax_mount_fails(host: rf.HostTree, k
     assert "Block size:               4096" in dumpe2fs
     assert "inline_data" not in dumpe2fs
     # the UUID mkfs created is what the state file records as pmemd's own
-    assert host.owned_fs() == {"uuid": sig["UUID"], "type": "ext4", "label": "fast"}
+    assert host.owned_fs() == {"uuid": sig["UUID"], "type": "ext4", "label": "fast", "complete": True}
     # the mount point was created as a real directory
     assert host.p("/pmem/fast").is_dir() and not host.p("/pmem/fast").is_symlink()
     # the kernel refused dax=always on a device without DAX: the mount itself failed
@@ -117,7 +117,7 @@ def test_xfs_blank_device_mounts_without_dax_and_verify_fails(xfs_host: rf.HostT
     assert ("reflink=1" in info) if _kernel_at_least(6, 0) else ("reflink=0" in info)
     sig = host.blkid()
     assert sig["TYPE"] == "xfs"
-    assert host.owned_fs() == {"uuid": sig["UUID"], "type": "xfs", "label": "fast"}
+    assert host.owned_fs() == {"uuid": sig["UUID"], "type": "xfs", "label": "fast", "complete": True}
     # xfs accepted dax=always and turned DAX off; pmemd's check caught it and unmounted again
     verify = next(a for a in run.actions() if a["kind"] == "verify-dax")
     assert "/pmem/fast is mounted without DAX" in verify["message"]

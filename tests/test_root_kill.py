@@ -14,9 +14,9 @@ killed with SIGKILL:
 
 Then apply runs again, unkilled. Whatever the kill hit, the state file is valid JSON, each boot
 file is entirely old or entirely new, and the device ends up either formatted once by pmemd (UUID
-recorded before mkfs ran, so a kill right after mkfs leaves a filesystem pmemd knows as its own)
-or, if anything else is found, refused as foreign (bytes unchanged): pmemd never formats a device
-it cannot prove blank or its own.
+recorded, marked unfinished, before mkfs runs: a kill during or right after mkfs leaves a
+filesystem pmemd knows as its own unfinished one and makes again) or, if anything else is found,
+refused as foreign (bytes unchanged): pmemd never formats a device it cannot prove blank or its own.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def kill_on_rewrite(proc: subprocess.Popen[str], path: Path, nth: int, timeout: 
 @dataclass
 class AfterKill:
     killed: bool
-    outcome: str  # blank | ours | foreign
+    outcome: str  # blank | ours | unfinished | foreign
     tmp_litter: list[str]
 
 
@@ -200,6 +200,8 @@ def check_after_kill(t: rf.HostTree, ref: Reference, killed: bool) -> AfterKill:
     owned = t.owned_fs()
     if "TYPE" not in sig and "PTTYPE" not in sig and not wipefs["signatures"]:
         outcome = "blank"
+    elif owned and sig.get("UUID") == owned["uuid"] and not owned.get("complete", True):
+        outcome = "unfinished"  # pmemd's own mkfs, not seen to finish
     elif owned and sig.get("UUID") == owned["uuid"] and sig.get("TYPE") == owned["type"]:
         outcome = "ours"
     else:
@@ -213,10 +215,14 @@ def converge_and_check(t: rf.HostTree, ref: Reference, after: AfterKill, fs: str
     run = rf.pmemd(t, "apply", "--json")
     effects = [s for s in run.side_effects() if s.startswith("run:")]
     mkfs_runs = [s for s in effects if "mkfs" in s or "wipefs -a" in s]
-    if after.outcome == "blank":
+    if after.outcome == "unfinished":  # made again: wiped (its own UUID checked first), then mkfs
+        assert [s.split()[1] for s in mkfs_runs] == ["wipefs", "mkfs.ext4"], run.text
+        assert t.owned_fs() == {"uuid": t.blkid()["UUID"], "type": fs, "label": "fast", "complete": True}
+        assert t.owned_fs()["uuid"] != uuid_before
+    elif after.outcome == "blank":
         assert len(mkfs_runs) == 1, run.text
         sig = t.blkid()
-        assert t.owned_fs() == {"uuid": sig["UUID"], "type": fs, "label": "fast"}
+        assert t.owned_fs() == {"uuid": sig["UUID"], "type": fs, "label": "fast", "complete": True}
     elif after.outcome == "ours":
         assert mkfs_runs == [], run.text
         assert t.blkid().get("UUID") == uuid_before
@@ -255,7 +261,7 @@ def test_sigkill_at_a_command(tmp_path: Path, reference: Reference, point: tuple
         after = check_after_kill(t, reference, killed=True)
         print(f"SIGKILL {when} {tool} #{occurrence} {delay}: device {after.outcome}, temp files {after.tmp_litter}")
         if (when, tool) in (("after", "mkfs.ext4"), ("after", "blkid")):
-            assert after.outcome == "ours"  # the UUID was chosen and saved before mkfs ran
+            assert after.outcome == "unfinished"  # the UUID was saved before mkfs, as unfinished
         if (when, tool) == ("before", "mount"):
             assert after.outcome == "ours"
         if (when, tool) in (("before", "mkfs.ext4"), ("after", "wipefs")):

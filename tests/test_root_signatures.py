@@ -132,7 +132,7 @@ def test_on_foreign_data_wipe_formats_it(foreign: tuple[rf.HostTree, Case]) -> N
         f"run: wipefs -a {host.dev}", f"run: mkfs.ext4 -q -b 4096 -L fast -U UUID {host.dev}"]
     sig = host.blkid()
     assert sig["TYPE"] == "ext4" and sig["LABEL"] == "fast"
-    assert host.owned_fs() == {"uuid": sig["UUID"], "type": "ext4", "label": "fast"}
+    assert host.owned_fs() == {"uuid": sig["UUID"], "type": "ext4", "label": "fast", "complete": True}
     left = json.loads(rf.sh("wipefs", "--no-act", "--json", host.loop.dev).stdout or '{"signatures": []}')
     assert [s["type"] for s in left["signatures"]] == ["ext4"], "the old signatures must all be gone"
     # and from now on it is pmemd's own: nothing more to do
