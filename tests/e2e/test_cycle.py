@@ -12,8 +12,10 @@ One Debian 13 guest, booted through GRUB five times, with a QEMU NVDIMM beside t
 3. blank again after the reboot, re-formatted and mounted; no duplicate arguments; one namespace
    removed from the config -> its token leaves GRUB, reboot flagged.
 4. the removed namespace's device and mount are gone, the other is untouched; a filesystem pmemd
-   did not write is not formatted; then `reboot: now` makes pmemd reboot the guest itself.
-5. after pmemd's own reboot: both namespaces back; the NVDIMM's filesystem is intact.
+   did not write is not formatted; then `reboot: now` (and a devdax namespace added) makes pmemd
+   reboot the guest itself.
+5. after pmemd's own reboot: both namespaces back, a devdax namespace made by the real ndctl;
+   the NVDIMM's filesystem is intact.
 
 Run: sudo python3 -m pytest -m e2e tests/e2e/test_cycle.py -rs -s   (about 8-12 min under TCG)
 """
@@ -45,6 +47,7 @@ if _REASON:
 REPO = Path(__file__).resolve().parents[2]
 JOB = Path(__file__).resolve().parent / "jobs" / "cycle.sh"
 FAST, BULK = "memmap=1G!5G", "memmap=512M!4G"  # bulk: offset auto -> lowest free range, 4G
+DEV = "memmap=512M!4608M"  # devdax, offset auto, added in boot 4: the next free range after bulk
 STATX_ATTR_DAX = 0x00200000
 sys.path.insert(0, str(REPO))
 from pmemd.journal import MESSAGE_IDS  # noqa: E402
@@ -286,9 +289,21 @@ def test_boot5_reboot_now_rebooted_the_guest_and_both_are_back(cycle: Cycle) -> 
     # nothing ran after the reboot was started (fast's wiped device waited for the next boot)
     after = prev[prev.index(e) + 1:]
     assert not [x for x in after if x.get("PMEMD_ACTION") not in ("pass", None)], after
-    assert pmem_tokens(cycle.cmdline(5)) == [BULK, FAST, "nokaslr"]
+    assert pmem_tokens(cycle.cmdline(5)) == [BULK, DEV, FAST, "nokaslr"]
     assert cycle.status(5, "synced") == "in sync: 2/2 namespaces mounted with DAX"
     assert json.loads(cycle.ok(5, "after-state"))["pending_reboot"] is None
+
+
+def test_boot5_devdax_namespace_made_by_the_real_ndctl(cycle: Cycle) -> None:
+    (e,) = actions(cycle.journal(5, "after-journal"), "set-mode", "dev")
+    assert e["PMEMD_RESULT"] == "ok" and e["MESSAGE_ID"] == MESSAGE_IDS["set-mode"], e
+    assert e["MESSAGE"].endswith(f"{e['PMEMD_DEVICE']} is now devdax"), e
+    assert "120000000-13fffffff : Persistent Memory (legacy)" in cycle.ok(5, "after-iomem")
+    namespaces = [ns for r in json.loads(cycle.ok(5, "after-ndctl"))["regions"] for ns in r["namespaces"]]
+    (dax,) = [ns for ns in namespaces if ns.get("mode") == "devdax"]
+    assert dax["chardev"] in cycle.ok(5, "dax-devices").split()
+    status = {n["name"]: n for n in json.loads(cycle.ok(5, "after-status-json"))["namespaces"]}
+    assert status["dev"]["device"] == f"/dev/{dax['chardev']}", status["dev"]
 
 
 def test_nvdimm_is_left_alone(cycle: Cycle) -> None:

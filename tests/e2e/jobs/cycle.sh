@@ -95,6 +95,11 @@ BULK_NS='  bulk:
     filesystem: {type: xfs, label: bulk}
     mount: {path: /pmem/bulk}
 '
+DEV_NS='  dev:
+    size: 512M
+    offset: auto
+    mode: devdax
+'
 
 # write_config POLICY NAMESPACE_YAML...: a new /etc/pmem.yaml, saved the way editors do (rename)
 write_config() {
@@ -197,11 +202,11 @@ case $n in
     ev foreign-status pmemd status
     ev foreign-journal journalctl -b -u pmemd -o json --no-pager
     wipefs -q -a "$dev"
-    # Step 6: reboot: now, and bulk comes back; pmemd reboots the guest itself.
+    # Step 6: reboot: now, bulk comes back and a devdax namespace is added; pmemd reboots the guest.
     date +%s >"$o/b4-reboot-now-at"
     echo "waiting for pmemd to reboot" >"$o/b4-done"
     checkpoint
-    write_config now "$FAST_NS" "$BULK_NS"
+    write_config now "$FAST_NS" "$BULK_NS" "$DEV_NS"
     sleep 240
     echo "pmemd did not reboot the guest within 240 s" | tee "$o/b4-not-rebooted"
     exit 4
@@ -211,6 +216,7 @@ case $n in
     evidence after
     journal after
     ev previous-journal journalctl -b -1 -u pmemd -o json --no-pager
+    ev dax-devices ls /dev/
     nv=$(nvdev)
     echo "$nv" >"$o/b5-nvdev"
     ev nv-blkid blkid -p -o export "$nv"
