@@ -133,32 +133,37 @@ def _set_kernel_args(ctx: Ctx, act: Action) -> str:
                                          else st.OwnedNamespace(start=v.start, size=v.size))
     ctx.save(replace(owned, kernel_args=tuple(dict.fromkeys((*owned.kernel_args, *act.add))),
                      backend=layout))
-    try:
-        backend.apply(tools, desired=act.add, remove=act.remove)
-    except BackendError as exc:
+    def roll_back(regenerate: bool) -> str:
+        """Put the backed-up files back. The state file forgets the new tokens only when the boot
+        config is provably the old one again; otherwise they stay pmemd's, so it can remove them."""
+        keep = f"pmemd keeps counting {' '.join(act.add)} as its own so it can remove them later"
+        if not written:  # grubby edits its entries itself: nothing to put back
+            return f"{layout} may have changed the entries part-way; {keep}"
         for path, existed in reversed(written):
             restore(path, existed)
+        if regenerate:
+            try:
+                backend.regenerate(tools)
+            except BackendError as exc:
+                return f"the previous files were restored but regenerating failed ({exc}); {keep}"
         ctx.save(replace(ctx.owned, kernel_args=before.kernel_args, backend=before.backend))
-        raise ActionFailed(f"{layout}: {exc}; the previous boot config was restored") from None
+        return "the previous boot config was restored"
+
+    try:
+        backend.apply(tools, desired=act.add, remove=act.remove)
+    except (BackendError, OSError) as exc:
+        raise ActionFailed(f"{layout}: {exc}; {roll_back(regenerate=False)}") from None
     if not ctx.dry_run:
         boot = obs.read_boot_config(ctx.root, layout)
         args = set(boot.default_args or ())
         missing = [t for t in act.add if t not in args]
         left = [t for t in act.remove if t in args and t not in act.add]
         if missing or left:
-            for path, existed in reversed(written):
-                restore(path, existed)
-            try:
-                backend.regenerate(tools)
-            except BackendError as exc:
-                ctx.journal.event("set-kernel-args", f"regenerating after restore failed: {exc}", priority=ERR)
-            ctx.save(replace(ctx.owned, kernel_args=before.kernel_args, backend=before.backend))
             raise ActionFailed(
                 "read-back of the next-boot arguments does not match: "
                 + (f"missing {' '.join(missing)} " if missing else "")
                 + (f"still has {' '.join(left)} " if left else "")
-                + f"(default entry: {' '.join(boot.default_args or ()) or 'none'}); the previous boot "
-                "config was restored")
+                + f"(default entry: {' '.join(boot.default_args or ()) or 'none'}); {roll_back(regenerate=True)}")
     ctx.save(replace(ctx.owned, kernel_args=act.add, backend=layout))
     return f"next boot: {' '.join(act.add) or '(no pmemd arguments)'}"
 
@@ -267,7 +272,9 @@ def _mkfs(ctx: Ctx, act: Action) -> str:
     # The UUID is chosen and recorded (as unfinished) before mkfs runs: if pmemd dies during or
     # right after mkfs, the next pass recognises the filesystem as its own unfinished one and
     # makes it again, instead of refusing it as foreign data or mounting a half-written one.
-    fs_uuid = str(uuid.uuid4())
+    # A redo keeps the unfinished UUID: killed again before the new mkfs, the device still holds
+    # the UUID the state file names, so the next pass can redo it once more.
+    fs_uuid = prev.filesystem.uuid if act.reason == "redo" and prev.filesystem else str(uuid.uuid4())
     made = st.OwnedFs(uuid=fs_uuid, type=act.fstype or "", label=act.fslabel, complete=False)
     ctx.save(ctx.owned.with_namespace(act.namespace, replace(prev, filesystem=made)))
     if act.reason in ("wipe", "redo"):

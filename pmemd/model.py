@@ -163,7 +163,7 @@ _MKFS_FORBIDDEN = {
     "--force": "pmemd never forces mkfs",
     "-b": "pmemd always uses 4 KiB blocks, which DAX requires",
     "-L": "set filesystem.label instead",
-    "-U": "pmemd records the UUID mkfs creates; do not set it",
+    "-U": "pmemd chooses and records the filesystem UUID itself; do not set it",
     "-n": "-n would make mkfs a dry run",
     "-N": "for ext4 use -N only with a value, e.g. -N 10000 (given as two list items)",
     "-q": "pmemd already runs mkfs quietly",
@@ -209,6 +209,9 @@ class Filesystem(_Strict):
                 raise ValueError(f"mkfs option {opt!r} is not allowed: {_MKFS_FORBIDDEN[flag]}")
             if "inline_data" in opt and not opt.startswith("^"):
                 raise ValueError(f"mkfs option {opt!r}: ext4 refuses DAX with inline_data")
+            if re.search(r"(^|,)uuid=", opt):
+                raise ValueError(f"mkfs option {opt!r} is not allowed: pmemd chooses and records the "
+                                 "filesystem UUID itself (mkfs.xfs -m uuid=)")
             if "reflink=1" in opt:
                 raise ValueError(f"mkfs option {opt!r}: xfs DAX needs reflink=0 on most kernels")
         return v

@@ -312,6 +312,20 @@ def test_grubby_host_with_a_foreign_memmap_is_refused(tmp_path: Path, runner: Re
     assert runner.calls == [] and tree_digest(t.path) == before
 
 
+def test_a_failing_grubby_leaves_its_tokens_claimed(tmp_path: Path, runner: RecordingRunner) -> None:
+    """grubby edits the entries itself, so a failure part-way cannot be undone from backups:
+    the tokens stay recorded as pmemd's, so a later pass can remove them (never orphaned)."""
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    t.config(EXAMPLE)
+    runner.expect(*in_root(t.path, "grubby", "--update-kernel=ALL", REST), returncode=1,
+                  stderr="grubby: error writing /boot/loader/entries/x.conf: No space left on device")
+    passes = run_apply(t, runner)
+    (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "set-kernel-args"]
+    assert o.result == "failed" and "may have changed the entries part-way" in o.message
+    assert "keeps counting" in o.message
+    assert set(state(t).kernel_args) == set(TOKENS)
+
+
 def test_grub2_mkconfig_without_grubby_is_refused_with_advice(tmp_path: Path, runner: RecordingRunner) -> None:
     t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
     t.p("/usr/sbin/grubby").unlink()
@@ -592,6 +606,33 @@ def test_the_mount_path_is_recorded_before_mount_runs_and_taken_back_if_it_fails
     (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "mount"]
     assert o.result == "failed" and "the kernel refused the DAX mount (see `dmesg | tail`)" in o.message
     assert state(t).namespaces["fast"].mount_path is None  # nothing is mounted, nothing is claimed
+
+
+def test_an_unfinished_mkfs_is_made_again_with_the_same_uuid(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    """Killed during mkfs: the state names an unfinished UUID that is on the device. The redo
+    wipes it and reuses the UUID, so a second kill before the new mkfs leaves the same situation."""
+    from dataclasses import replace
+
+    from pmemd import state as st
+
+    t, _ = debian
+    t.config(MOUNTED_NS)
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    unfinished = "5c1b0b6e-0000-4000-8000-00000000beef"
+    devices.signatures[devices.dev("pmem0")] = {"UUID": unfinished, "TYPE": "ext4"}
+    owned = state(t)
+    fs = st.OwnedFs(unfinished, "ext4", complete=False)
+    t.write(st.STATE_FILE, st.dumps(owned.with_namespace("fast", replace(owned.namespaces["fast"], filesystem=fs))))
+    devices.install(runner)
+    passes = run_apply(t, runner)
+    (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "mkfs"]
+    assert o.result == "ok" and "did not finish" in o.action.summary
+    assert ("wipefs", "-a", devices.dev("pmem0")) in runner.calls
+    assert devices.mkfs_uuids == [unfinished]
+    assert state(t).namespaces["fast"].filesystem == st.OwnedFs(unfinished, "ext4", complete=True)
 
 
 def test_a_read_only_mount_is_verified_from_mountinfo_without_a_probe_file(

@@ -584,3 +584,24 @@ def test_any_text_loads_or_gives_config_errors(text: str) -> None:
         build(Discovery((Source("/etc/pmem.yaml", text),), (), (), True))
     except ConfigErrors as exc:
         assert all(str(i).startswith("/etc/pmem.yaml:") for i in exc.issues)
+
+
+@pytest.mark.parametrize(("fs", "option", "why"), [
+    ("ext4", "-F", "pmemd never forces mkfs"),
+    ("xfs", "-f", "pmemd never forces mkfs"),
+    ("ext4", "-U", "pmemd chooses and records the filesystem UUID itself"),
+    ("xfs", "crc=1,uuid=0f0c2a57-0000-4000-8000-000000000001", "pmemd chooses and records the filesystem UUID"),
+    ("ext4", "-O", None),  # allowed: a feature list follows as its own item
+    ("xfs", "reflink=1", "xfs DAX needs reflink=0"),
+    ("ext4", "inline_data", "ext4 refuses DAX with inline_data"),
+])
+def test_mkfs_options_pmemd_must_own_or_that_break_dax_are_refused(tmp_path: Path, fs: str, option: str,
+                                                                   why: str | None) -> None:
+    text = ("version: 1\nnamespaces:\n  a:\n    size: 1G\n"
+            f"    filesystem: {{type: {fs}, options: [{json.dumps(option)}]}}\n")
+    root = tree(tmp_path, {"/etc/pmem.yaml": text})
+    if why is None:
+        assert load(root).config.namespaces["a"].filesystem.options == (option,)
+    else:
+        (err,) = errors(root)
+        assert why in err and err.startswith("/etc/pmem.yaml:5:"), err
