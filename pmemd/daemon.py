@@ -94,6 +94,7 @@ class Daemon:
         try:
             results = apply(self.target, self.runner, self.journal, loaded=loaded)
         except Exception as exc:  # a bug or an unexpected host state must not kill the daemon
+            self.devices_pending = False
             self.journal.event("pass", f"pass failed: {exc}\n{traceback.format_exc()}", priority=ERR,
                                result="error")
             return f"error: {exc} (retrying at the next event or resync)"
@@ -108,20 +109,31 @@ class Daemon:
             status = f"config error at {self.config_error} — keeping last good config; {status}"
         return status
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
         """Early in boot the kernel and udev may still be probing the pmem regions. Wait (at
         most ``settle_max`` seconds) for the devices of the booted regions before the first
-        pass, so that pass does not report a race as a failed region."""
-        if self.target.root.is_host:
-            self.runner.run(["udevadm", "settle", "--timeout=30"], timeout=40)
-        loaded = self.load()
-        if loaded is None:
-            return
-        until = time.monotonic() + self.settle_max
-        while time.monotonic() < until:
-            if not any(v.device_pending for v in assess(self.target, self.runner, loaded).plan.namespaces):
-                return
-            time.sleep(0.5)
+        pass, so that pass does not report a race as a failed region. False if a stop request
+        came in meanwhile. Whatever goes wrong here is left for the first pass to report."""
+        try:
+            if self.target.root.is_host:
+                self.runner.run(["udevadm", "settle", "--timeout=10"], timeout=20)
+            loaded = self.load()
+            until = time.monotonic() + self.settle_max
+            while loaded is not None and time.monotonic() < until:
+                if not any(v.device_pending for v in assess(self.target, self.runner, loaded).plan.namespaces):
+                    break
+                try:
+                    ev = self.events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if ev.kind == "stop":
+                    return False
+                self.events.put(ev)  # a config change or reload: the first pass sees it anyway
+                time.sleep(0.5)
+        except Exception as exc:  # a damaged state file, an unreadable /sys: the pass says so
+            self.journal.event("pass", f"waiting for devices before the first pass failed: {exc}",
+                               priority=ERR, result="error")
+        return True
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -151,7 +163,9 @@ class Daemon:
                                     self.target.config_root)
             watcher.start()
         try:
-            self.settle()
+            if not self.settle():
+                self.notifier.stopping()
+                return 0
             self.notifier.ready(self.run_pass())
             ping = watchdog_interval()
             now = time.monotonic()
@@ -160,7 +174,11 @@ class Daemon:
             retries = 0
 
             def next_retry() -> float | None:
-                return time.monotonic() + RETRY[min(retries, len(RETRY) - 1)] if self.devices_pending else None
+                """Soon again while a booted region has no device; after the backoff runs out
+                (a probe that really failed) only the resync looks again."""
+                if not self.devices_pending or retries >= len(RETRY):
+                    return None
+                return time.monotonic() + RETRY[retries]
 
             retry_at = next_retry()
             while True:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,10 +188,74 @@ def test_a_booted_region_without_its_device_is_looked_at_again_soon(tmp_path: Pa
             dm.events.put(d.Event("stop"))
         return f"pass {len(times)}"
 
-    monkeypatch.setattr(dm, "settle", lambda: None)
+    monkeypatch.setattr(dm, "settle", lambda: True)
     monkeypatch.setattr(dm, "run_pass", fake_pass)
     assert dm.run() == 0
     assert len(times) == 3
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert 0.05 <= gaps[0] < 5 and 0.1 <= gaps[1] < 5, gaps  # the backoff, not the resync
     assert sent[0] == "READY=1\nSTATUS=pass 1" and "STATUS=pass 3" in sent
+
+
+def _in_process_daemon(tmp_path: Path, sent: list[str]) -> Any:
+    from pmemd import daemon as d
+    from pmemd.engine import Target
+    from pmemd.journal import Journal
+    from pmemd.notify import Notifier
+
+    return d.Daemon(Target.make(str(tmp_path)), runner=None, journal=Journal(),  # type: ignore[arg-type]
+                    notifier=Notifier(lambda msg: sent.append(msg) or True), watch=False)
+
+
+def test_retries_end_when_the_backoff_is_used_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A region whose probe really failed stays 'pending' forever: after the backoff the daemon
+    falls back to the resync instead of a pass (and error entries) every minute."""
+    import threading
+
+    from pmemd import daemon as d
+
+    monkeypatch.setattr(d, "RETRY", (0.02, 0.02))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    dm = _in_process_daemon(tmp_path, [])
+    passes: list[float] = []
+
+    def fake_pass() -> str:
+        passes.append(time.monotonic())
+        dm.devices_pending = True
+        return "pending"
+
+    monkeypatch.setattr(dm, "settle", lambda: True)
+    monkeypatch.setattr(dm, "run_pass", fake_pass)
+    threading.Timer(1.0, lambda: dm.events.put(d.Event("stop"))).start()
+    assert dm.run() == 0
+    assert len(passes) == 3  # the first pass and one per backoff step, then quiet until the stop
+
+
+def test_settle_survives_a_damaged_state_file_and_honours_a_stop(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from pmemd import daemon as d
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/pmem.yaml").write_text("version: 1\nnamespaces: {}\n")
+    (tmp_path / "var/lib/pmemd").mkdir(parents=True)
+    (tmp_path / "var/lib/pmemd/state.json").write_text("{not json")
+    events: list[tuple[str, str]] = []
+    dm = _in_process_daemon(tmp_path, [])
+    monkeypatch.setattr(dm.journal, "event", lambda kind, msg, **kw: events.append((kind, msg)))
+    assert dm.settle() is True  # the error is journalled; the first pass will report it too
+    assert any("state.json is damaged" in msg for _, msg in events), events
+
+    # a SIGTERM while the devices are awaited ends the daemon before any pass
+    class Pending:
+        class plan:  # noqa: N801
+            namespaces = (type("V", (), {"device_pending": True})(),)
+
+    sent: list[str] = []
+    dm = _in_process_daemon(tmp_path, sent)
+    monkeypatch.setattr(d, "assess", lambda *a, **kw: Pending)
+    monkeypatch.setattr(dm, "load", lambda: object())
+    monkeypatch.setattr(dm, "run_pass", lambda: pytest.fail("no pass after a stop request"))
+    dm.events.put(d.Event("stop"))
+    t0 = time.monotonic()
+    assert dm.run() == 0
+    assert time.monotonic() - t0 < 5 and [m.split("\n")[0] for m in sent] == ["STOPPING=1"]
