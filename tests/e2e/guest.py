@@ -161,9 +161,19 @@ class Console:
         return "\n".join(self.lines[-n:])
 
 
+def _die_with_parent() -> None:
+    """In the qemu child: SIGKILL when the harness process dies, however it dies (a SIGTERM to
+    pytest runs no atexit handler)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 def _start_qemu(cmd: list[str], logfile: Path, echo: bool) -> tuple[subprocess.Popen, Console]:
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     with _LIVE_LOCK:
         _LIVE[proc.pid] = proc
     return proc, Console(proc, logfile, echo)
@@ -309,7 +319,7 @@ def _qemu_cmd(*, image: Image, overlay: Path, accel_name: str, mode: str, append
 
 def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str = "kernel",
             append: str = "", channel: str = "9p", nvdimm: str | None = None,
-            qemu_args: Sequence[str] = (), mem: str = DEFAULT_MEM, smp: int = 2,
+            qemu_args: Sequence[str] = (), mem: str = DEFAULT_MEM, smp: int | None = None,
             boot_timeout: float | None = None, max_boots: int = 4,
             out_dir: str | os.PathLike | None = None, image: Image | None = None,
             verbose: bool | None = None, panic_retries: int | None = None) -> RunResult:
@@ -324,16 +334,36 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str =
     Raises GuestError on a boot timeout, a kernel panic, more than max_boots boots or
     a qemu exit without a reboot/power-down line. Job failures are NOT raised: check
     result.rc(n).
+    smp: guest CPUs; default 1 under TCG, 2 under KVM (env PMEMD_E2E_SMP). With -smp 2 under
+    TCG the trixie kernel oopsed at random in early boot (on a secondary CPU, or an `int3`
+    from kernel text patching), 3 times in about 60 boots; none with -smp 1.
     panic_retries: how often a run whose guest kernel panicked is started again from
-    scratch on a fresh overlay (default 1, env PMEMD_E2E_PANIC_RETRIES). Under TCG the
-    trixie kernel has been seen to oops at random in early boot; the logs of the failed
-    attempt are kept in out/failed-attempt-N/.
+    scratch on a fresh overlay (default 1, env PMEMD_E2E_PANIC_RETRIES); the logs of the
+    failed attempt are kept in out/failed-attempt-N/.
     """
     if panic_retries is None:
         panic_retries = int(os.environ.get("PMEMD_E2E_PANIC_RETRIES", "1"))
+    # A SIGTERM (a CI timeout, a killed pytest) becomes SystemExit, so the cleanup in the
+    # `finally` blocks runs; qemu itself also dies with this process (PR_SET_PDEATHSIG).
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return _run_with_retries(script, files=list(files), mode=mode, append=append, channel=channel,
+                                 nvdimm=nvdimm, qemu_args=qemu_args, mem=mem, smp=smp,
+                                 boot_timeout=boot_timeout, max_boots=max_boots, out_dir=out_dir,
+                                 image=image, verbose=verbose, panic_retries=panic_retries)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _run_with_retries(script: str, *, files: list, mode: str, append: str, channel: str,
+                      nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
+                      boot_timeout: float | None, max_boots: int, out_dir: str | os.PathLike | None,
+                      image: Image | None, verbose: bool | None, panic_retries: int) -> RunResult:
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="pmemd-e2e-out-"))
     out.mkdir(parents=True, exist_ok=True)
-    files = list(files)
     for attempt in range(1, panic_retries + 2):
         try:
             return _run_once(script, files=files, mode=mode, append=append, channel=channel,
@@ -354,7 +384,7 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str =
 
 
 def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
-              nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int,
+              nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
               boot_timeout: float | None, max_boots: int, out: Path, image: Image | None,
               verbose: bool | None) -> RunResult:
     if mode not in ("kernel", "grub"):
@@ -367,6 +397,8 @@ def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
         verbose = bool(os.environ.get("PMEMD_E2E_VERBOSE"))
     image = image or ensure_image()
     accel_name = accel(image)
+    if smp is None:
+        smp = int(os.environ.get("PMEMD_E2E_SMP", "1" if accel_name == "tcg" else "2"))
     if boot_timeout is None:
         boot_timeout = float(os.environ.get("PMEMD_E2E_BOOT_TIMEOUT",
                                             "420" if accel_name == "tcg" else "180"))
