@@ -441,41 +441,32 @@ def _fs_chain(name: str, ns: Namespace, device: str, mounts: tuple[MountEntry, .
                                 f"{device} holds {m.fstype}, not {ns.filesystem.type.value}"))
         return actions, view
     sig = facts.signature(device)
-    ours = (sig is not None and own is not None and own.filesystem is not None
-            and sig.get("UUID") == own.filesystem.uuid and sig.get("TYPE") == own.filesystem.type)
     if sig is None or not sig.probed:
         issues.append(Issue("error", name, f"namespaces.{name}",
                             f"cannot tell what {device} holds: {sig.error if sig else 'not probed'}; "
                             "pmemd formats only devices it can prove blank"))
         return actions, view
-    unfinished = (sig is not None and own is not None and own.filesystem is not None
-                  and not own.filesystem.complete and sig.get("UUID") == own.filesystem.uuid)
-    if unfinished:
-        actions.append(Action(Kind.MKFS, Label.DESTRUCTIVE,
-                              f"{name}: mkfs.{ns.filesystem.type.value} on {device} again: pmemd's own mkfs "
-                              "there did not finish", namespace=name, device=device,
-                              fstype=ns.filesystem.type.value, fslabel=ns.filesystem.label,
-                              args=mkfs_args(ns, device, facts.kernel_release), reason="redo"))
-    elif ours and sig.get("TYPE") == ns.filesystem.type.value:
+    fstype, fslabel = ns.filesystem.type.value, ns.filesystem.label
+    # the filesystem pmemd recorded making here, if the device carries its UUID
+    mine = own.filesystem if own and own.filesystem and sig.get("UUID") == own.filesystem.uuid else None
+
+    def mkfs(summary: str, reason: str = "") -> Action:
+        return Action(Kind.MKFS, Label.DESTRUCTIVE, f"{name}: {summary}", namespace=name, device=device,
+                      fstype=fstype, fslabel=fslabel, args=mkfs_args(ns, device, facts.kernel_release),
+                      reason=reason)
+
+    if mine and not mine.complete:
+        actions.append(mkfs(f"mkfs.{fstype} on {device} again: pmemd's own mkfs there did not finish", "redo"))
+    elif mine and mine.type == sig.get("TYPE") == fstype:
         view = _with(view, running="formatted")
     elif sig.blank:
-        actions.append(Action(Kind.MKFS, Label.DESTRUCTIVE,
-                              f"{name}: mkfs.{ns.filesystem.type.value} on blank {device} "
-                              "(emulated pmem is RAM: blank after every reboot)",
-                              namespace=name, device=device, fstype=ns.filesystem.type.value,
-                              fslabel=ns.filesystem.label,
-                              args=mkfs_args(ns, device, facts.kernel_release)))
+        actions.append(mkfs(f"mkfs.{fstype} on blank {device} (emulated pmem is RAM: blank after every reboot)"))
     elif ns.on_foreign_data is OnForeignData.WIPE:
-        actions.append(Action(Kind.MKFS, Label.DESTRUCTIVE,
-                              f"{name}: WIPE {device} ({sig.describe()}) and mkfs.{ns.filesystem.type.value} "
-                              "(on_foreign_data: wipe)", namespace=name, device=device,
-                              fstype=ns.filesystem.type.value, fslabel=ns.filesystem.label,
-                              args=mkfs_args(ns, device, facts.kernel_release), reason="wipe"))
-    elif ours:
-        assert own is not None and own.filesystem is not None
+        actions.append(mkfs(f"WIPE {device} ({sig.describe()}) and mkfs.{fstype} (on_foreign_data: wipe)", "wipe"))
+    elif mine and mine.type == sig.get("TYPE"):
         issues.append(Issue("error", name, f"namespaces.{name}.filesystem.type",
-                            f"{device} holds the {own.filesystem.type} filesystem pmemd made, but the config "
-                            f"now asks for {ns.filesystem.type.value}; pmemd does not reformat a filesystem "
+                            f"{device} holds the {mine.type} filesystem pmemd made, but the config "
+                            f"now asks for {fstype}; pmemd does not reformat a filesystem "
                             f"that may hold data. Set namespaces.{name}.on_foreign_data: wipe to reformat it, "
                             "or reboot (emulated pmem comes back blank)"))
         return actions, view

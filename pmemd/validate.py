@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from pmemd.facts import HostFacts, MemmapKind, MemRange
+from pmemd.facts import Cmdline, HostFacts, MemmapEntry, MemmapKind, MemRange
 from pmemd.model import Config, KaslrPolicy
 from pmemd.parse import parse_cmdline
 from pmemd.state import Owned
@@ -67,15 +67,25 @@ def ram_entries(facts: HostFacts) -> tuple[MemRange, ...]:
     return tuple(r for r in facts.firmware_map if r.type in SYSTEM_RAM)
 
 
+def _command_lines(facts: HostFacts) -> list[tuple[str, Cmdline]]:
+    """The running command line and, when the boot config is readable, the next boot's."""
+    lines = [("running", facts.cmdline)]
+    if facts.boot.default_args is not None:
+        lines.append(("next-boot", parse_cmdline(" ".join(facts.boot.default_args))))
+    return lines
+
+
+def _foreign_memmap(facts: HostFacts, owned: Owned, ours: set[str]) -> list[tuple[str, MemmapEntry]]:
+    """(command line, entry) for each memmap= piece pmemd did not write and does not want."""
+    return [(label, e) for label, cl in _command_lines(facts) for e in cl.memmap
+            if e.token not in owned.kernel_args and e.token not in ours]
+
+
 def foreign_reservations(facts: HostFacts, owned: Owned) -> list[tuple[int, int, str]]:
     """Ranges reserved by kernel arguments pmemd does not own (running and next boot)."""
     out: list[tuple[int, int, str]] = []
     seen: set[str] = set()
-    lines = [facts.cmdline]
-    next_args = facts.boot.default_args
-    if next_args is not None:
-        lines.append(parse_cmdline(" ".join(next_args)))
-    for cl in lines:
+    for _, cl in _command_lines(facts):
         for e in cl.memmap:
             if e.token in owned.kernel_args or e.start is None or e.token in seen:
                 continue
@@ -181,15 +191,10 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
 def _foreign_memmap_warnings(facts: HostFacts, owned: Owned, ours: set[str]) -> list[Issue]:
     """DOMAIN.md rule 2: flag every memmap= reservation pmemd did not write (it never removes one)."""
     where: dict[str, list[str]] = {}
-    lines = [("running", facts.cmdline)]
-    if facts.boot.default_args is not None:
-        lines.append(("next-boot", parse_cmdline(" ".join(facts.boot.default_args))))
     kinds = (MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI, MemmapKind.RAM, MemmapKind.CONVERT)
-    for label, cl in lines:
-        for e in cl.memmap:
-            if (e.token not in owned.kernel_args and e.token not in ours and e.kind in kinds
-                    and label not in where.get(e.token, [])):
-                where.setdefault(e.token, []).append(label)
+    for label, e in _foreign_memmap(facts, owned, ours):
+        if e.kind in kinds and label not in where.get(e.token, []):
+            where.setdefault(e.token, []).append(label)
     return [Issue("warning", None, "", f"{token} on the {' and '.join(labels)} command line was not set by "
                   "pmemd: pmemd leaves it alone and keeps its namespaces clear of it")
             for token, labels in where.items()]
@@ -258,14 +263,9 @@ def _check_overlaps(placements: dict[str, Placement], reserved: list[tuple[int, 
 def _foreign_memmap_bytes(facts: HostFacts, owned: Owned, ours: set[str]) -> int:
     """RAM taken by memmap= reservations pmemd does not own (each token counted once)."""
     seen: dict[str, int] = {}
-    lines = [facts.cmdline]
-    if facts.boot.default_args is not None:
-        lines.append(parse_cmdline(" ".join(facts.boot.default_args)))
-    for cl in lines:
-        for e in cl.memmap:
-            if e.token not in owned.kernel_args and e.token not in ours and e.kind in (
-                    MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI):
-                seen[e.piece + "\0" + e.token] = e.size
+    for _, e in _foreign_memmap(facts, owned, ours):
+        if e.kind in (MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI):
+            seen[e.piece + "\0" + e.token] = e.size
     return sum(seen.values())
 
 

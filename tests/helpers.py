@@ -158,27 +158,22 @@ def in_root(tree: Path, *argv: Any) -> tuple[Any, ...]:
 
 # `-machine pc -m 16G` firmware RAM (GUEST.md, "Debian 13 (trixie) guests"): 0-0x9fbff,
 # 0x100000-0xbffdcfff, 0x100000000-0x43fffffff; the reserved entries as in GUEST.md's -m 4G map.
-QEMU_PC_16G = (
+_BELOW_4G = (
     (0x0, 0x9FC00, "System RAM"),
     (0x9FC00, 0xA0000, "Reserved"),
     (0xF0000, 0x100000, "Reserved"),
     (0x100000, 0xBFFDD000, "System RAM"),
     (0xBFFDD000, 0xC0000000, "Reserved"),
     (0xFFFC0000, 0x100000000, "Reserved"),
+)
+QEMU_PC_16G = (
+    *_BELOW_4G,
     (0x100000000, 0x440000000, "System RAM"),
     (0xFD00000000, 0x10000000000, "Reserved"),
 )
 
 # A large host for tests that must not trip the RAM or KASLR rules: 0-3 GiB and 4-64 GiB.
-BIG_64G = (
-    (0x0, 0x9FC00, "System RAM"),
-    (0x9FC00, 0xA0000, "Reserved"),
-    (0xF0000, 0x100000, "Reserved"),
-    (0x100000, 0xBFFDD000, "System RAM"),
-    (0xBFFDD000, 0xC0000000, "Reserved"),
-    (0xFFFC0000, 0x100000000, "Reserved"),
-    (0x100000000, 0x1000000000, "System RAM"),
-)
+BIG_64G = (*_BELOW_4G, (0x100000000, 0x1000000000, "System RAM"))
 
 
 class HostTree:

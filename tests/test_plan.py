@@ -728,6 +728,18 @@ def captured(name: str, tmp_path: Path) -> HostTree:
     return copy_fixture(name, tmp_path / name)
 
 
+def captured_with_devices(name: str, tmp_path: Path, runner: RecordingRunner) -> tuple[HostTree, Any]:
+    """A captured tree whose /dev/pmem0 and /dev/pmem1 the fake blkid/wipefs answer for."""
+    from helpers import FakeDevices
+
+    t = captured(name, tmp_path)
+    t.write("/dev/pmem0", "")
+    t.write("/dev/pmem1", "")
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    return t, devices
+
+
 def test_capture_memmap_observed(tmp_path: Path, runner: RecordingRunner) -> None:
     """memmap=1G!5G memmap=512M!6G; pmem0 mounted with dax=always by the capture job."""
     t = captured("debian13-qemu-memmap", tmp_path)
@@ -757,13 +769,7 @@ def test_capture_memmap_adopted_and_mounted_is_in_sync(tmp_path: Path, runner: R
 
 
 def test_capture_memmap_second_region_is_formatted_when_blank(tmp_path: Path, runner: RecordingRunner) -> None:
-    from helpers import FakeDevices
-
-    t = captured("debian13-qemu-memmap", tmp_path)
-    t.write("/dev/pmem0", "")
-    t.write("/dev/pmem1", "")
-    devices = FakeDevices(t.path)
-    devices.install(runner)
+    t, devices = captured_with_devices("debian13-qemu-memmap", tmp_path, runner)
     cfg = config({**ADOPT, "bulk": {"size": "512M", "offset": "6G", "filesystem": {"type": "xfs"}}})
     p = plan(cfg, observe(Root(t.path), runner), Owned())
     assert [c[-1] for c in runner.calls] == [devices.dev("pmem1")] * 2  # pmem0 is mounted: not probed
@@ -829,13 +835,7 @@ def test_capture_overlap_diagnosis_of_the_split_region(tmp_path: Path, runner: R
 
 def test_capture_nvdimm_is_never_probed_or_planned(tmp_path: Path, runner: RecordingRunner) -> None:
     """A QEMU NVDIMM (ACPI.NFIT, namespace mode raw, pmem1) beside memmap=1G!5G (pmem0)."""
-    from helpers import FakeDevices
-
-    t = captured("debian13-qemu-nvdimm", tmp_path)
-    t.write("/dev/pmem0", "")
-    t.write("/dev/pmem1", "")
-    devices = FakeDevices(t.path)
-    devices.install(runner)
+    t, devices = captured_with_devices("debian13-qemu-nvdimm", tmp_path, runner)
     facts = observe(Root(t.path), runner)
     assert [(r.provider, r.start, r.namespaces[0].mode) for r in facts.regions] == [
         ("e820", 5 * GIB, "memory"), ("ACPI.NFIT", 9 * GIB, "raw")]
