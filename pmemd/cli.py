@@ -20,6 +20,7 @@ from pmemd.engine import Target, assess, load_config
 from pmemd.fsroot import PathEscape
 from pmemd.plan import Plan
 from pmemd.report import (
+    FORMAT,
     config_json,
     config_text,
     issue_loc,
@@ -153,7 +154,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: bool) -> int:
-    from pmemd.execute import apply
+    from pmemd.engine import apply
     from pmemd.journal import Journal
 
     if not dry_run and target.root.is_host and os.geteuid() != 0:
@@ -164,11 +165,12 @@ def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: 
     last = passes[-1]
     if as_json:
         print(json.dumps({
+            "format": FORMAT,
             "dry_run": dry_run,
             "passes": [{
                 "actions": [{"kind": o.action.kind.value, "label": o.action.label.value,
                              "namespace": o.action.namespace, "summary": o.action.summary,
-                             "result": o.result, "message": o.message} for o in p.outcomes],
+                             "result": o.result.value, "message": o.message} for o in p.outcomes],
                 "issues": [asdict(i) for i in p.plan.issues],
                 "side_effects": list(p.side_effects),
             } for p in passes],
@@ -179,7 +181,7 @@ def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: 
             for issue in p.plan.issues:
                 print(f"{issue_loc(p.assessment.loaded, issue.key)}{issue}")
             for o in p.outcomes:
-                print(f"[{o.result}] {o.action.summary}" + (f": {o.message}" if o.message else ""))
+                print(f"[{o.result.value}] {o.action.summary}" + (f": {o.message}" if o.message else ""))
             if dry_run and p.side_effects:
                 print("side effects skipped in this dry run:")
                 print("\n".join(f"  {s}" for s in p.side_effects))

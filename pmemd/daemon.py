@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from pmemd.config import ConfigErrors, Loaded
-from pmemd.engine import Target, assess, load_config
-from pmemd.execute import apply
+from pmemd.engine import Target, apply, assess, load_config
 from pmemd.journal import ERR, INFO, NOTICE, Journal
 from pmemd.notify import Notifier, watchdog_interval
 from pmemd.report import summary_line

@@ -1,17 +1,26 @@
-"""One reconcile view of a host: load config → observe → plan. Shared by CLI and daemon."""
+"""Reconciling a host: load config → observe → plan → execute, pass after pass.
+
+Shared by the CLI and the daemon. ``assess`` is the read-only half (what ``plan`` and ``status``
+show); ``apply`` runs passes until the host matches, a pass fails, or one makes no progress.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pmemd import observe as obs
 from pmemd import state
+from pmemd.actions import Reboot
 from pmemd.config import ConfigErrors, ConfigIssue, Loaded, Loc, build
-from pmemd.facts import HostFacts
 from pmemd.fsroot import Root
-from pmemd.plan import Plan, plan
+from pmemd.plan import Assessment, Plan, plan
 from pmemd.runner import Runner
+
+if TYPE_CHECKING:  # the executor is imported when a pass runs: plan and status never load it
+    from pmemd.execute import Outcome
+    from pmemd.journal import Journal
 from pmemd.sources import MAIN_CONFIG, read_sources
 
 
@@ -45,14 +54,6 @@ def load_owned(root: Root) -> state.Owned:
     return state.loads(root.read_text(state.STATE_FILE))
 
 
-@dataclass(frozen=True)
-class Assessment:
-    loaded: Loaded
-    facts: HostFacts
-    owned: state.Owned
-    plan: Plan
-
-
 def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None) -> Assessment:
     loaded = loaded or load_config(target)
     cfg = loaded.config
@@ -62,3 +63,52 @@ def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None) 
     facts = obs.observe(target.root, runner, bootloader=cfg.settings.bootloader.value,
                         mount_paths=mount_paths)
     return Assessment(loaded, facts, owned, plan(cfg, facts, owned))
+
+
+@dataclass(frozen=True)
+class PassResult:
+    plan: Plan
+    outcomes: tuple[Outcome, ...]
+    side_effects: tuple[str, ...]
+    assessment: Assessment
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.plan.errors) or any(o.result == "failed" for o in self.outcomes)
+
+
+def apply_pass(target: Target, runner: Runner, journal: Journal, *, dry_run: bool,
+               assessment: Assessment | None = None) -> PassResult:
+    from pmemd.effects import DryRunEffects, HostEffects
+    from pmemd.execute import record_verification, run_plan
+    from pmemd.execute_boot import Book
+    from pmemd.journal import ERR, WARNING
+
+    a = assessment or assess(target, runner)
+    fx = (DryRunEffects if dry_run else HostEffects)(target.root, runner, journal)
+    book = Book(a.owned, fx)
+    for issue in a.plan.issues:
+        fx.event("pass", str(issue), priority=ERR if issue.severity == "error" else WARNING,
+                 namespace=issue.namespace)
+    record_verification(a.plan.namespaces, a.facts.boot_id, fx=fx, book=book)
+    outcomes = run_plan(a.plan.actions, fx=fx, book=book) if not a.plan.errors or a.plan.actions else ()
+    return PassResult(a.plan, outcomes, tuple(fx.log), a)
+
+
+def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = False,
+          max_passes: int = 4, loaded: Loaded | None = None) -> list[PassResult]:
+    """Apply until the plan is empty, fails, or stops making progress (a mode change or a mkfs
+    changes what the next observation sees, so one call can take more than one pass)."""
+    results: list[PassResult] = []
+    seen: set[tuple[tuple[str, str | None], ...]] = set()
+    for _ in range(max_passes):
+        r = apply_pass(target, runner, journal, dry_run=dry_run,
+                       assessment=assess(target, runner, loaded) if loaded else None)
+        results.append(r)
+        key = tuple((a.kind.value, a.namespace) for a in r.plan.actions)
+        if dry_run or r.failed or not r.plan.actions or key in seen:
+            break
+        if any(isinstance(a, Reboot) for a in r.plan.actions):
+            break
+        seen.add(key)
+    return results

@@ -6,6 +6,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+class Layout(StrEnum):
+    """A boot-loader layout: where the next boot's kernel arguments live (see ``bootloader``)."""
+
+    GRUB = "grub"  # Debian/Ubuntu GRUB: /etc/default/grub.d + update-grub
+    GRUBBY = "grubby"  # Fedora/RHEL GRUB with BLS entries, edited by grubby
+    GRUB2_MKCONFIG = "grub2-mkconfig"  # GRUB whose generator reads only /etc/default/grub
+    SYSTEMD_BOOT = "systemd-boot"  # BLS entries + /etc/kernel/cmdline
+    UNKNOWN = "unknown"
+
+
 class MemmapKind(StrEnum):
     PRAM = "pram"  # nn!ss: emulated persistent memory (e820 type 12)
     RAM = "ram"  # nn@ss
@@ -168,7 +178,7 @@ class BootEntry:
 
 @dataclass(frozen=True)
 class BootConfig:
-    layout: str  # grub | grubby | grub2-mkconfig | systemd-boot | unknown
+    layout: Layout
     detected_by: str
     entries: tuple[BootEntry, ...] = ()
     notes: tuple[str, ...] = ()  # e.g. "grub.cfg is older than /etc/default/grub"
@@ -205,7 +215,6 @@ class HostFacts:
     kernel_release: str | None
     boot_id: str | None
     signatures: tuple[Signature, ...] = ()
-    efi: bool = False
     paths: tuple[PathFact, ...] = field(default=())
 
     def path(self, path: str) -> PathFact | None:

@@ -1,6 +1,7 @@
 """Read-only observation of a host, always relative to a ``Root``.
 
-Thin readers around the pure parsers in ``parse`` and ``bootcfg``. The only processes started
+Thin readers around the pure parsers in ``parse``; the boot-loader files are read by the layout
+modules of ``bootloader``. The only processes started
 are the two signature detectors (``blkid -p`` and ``wipefs``), and only for pmem block devices
 that are not mounted.
 """
@@ -11,9 +12,9 @@ import os
 import re
 from dataclasses import replace
 
-from pmemd import bootcfg, parse
+from pmemd import parse
+from pmemd.bootloader import read_boot_config
 from pmemd.facts import (
-    BootConfig,
     HostFacts,
     IomemEntry,
     MemRange,
@@ -25,9 +26,6 @@ from pmemd.facts import (
 )
 from pmemd.fsroot import Root
 from pmemd.runner import Runner
-
-GRUB_DROPIN = "/etc/default/grub.d/99-pmemd.cfg"
-SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin")
 
 
 def read_firmware_map(root: Root) -> tuple[MemRange, ...]:
@@ -184,85 +182,10 @@ def read_kmsg(root: Root) -> str | None:
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
-def has_tool(root: Root, name: str) -> bool:
-    return any(root.exists(f"{d}/{name}") for d in SBIN_DIRS)
-
-
-def read_boot_config(root: Root, forced: str | None = None) -> BootConfig:
-    """Detect the boot-loader layout and read the next-boot command lines it holds."""
-    layout, why = detect_layout(root, forced)
-    grubenv_path = "/boot/grub2/grubenv" if root.exists("/boot/grub2/grubenv") else "/boot/grub/grubenv"
-    grubenv = bootcfg.parse_grubenv(root.read_text(grubenv_path))
-    notes: list[str] = []
-    entries: tuple = ()  # type: ignore[type-arg]
-    owned_file: str | None = None
-    owned: tuple[str, ...] = ()
-    if layout == "grub":
-        owned_file = GRUB_DROPIN
-        text = root.read_text(GRUB_DROPIN)
-        owned = bootcfg.parse_grub_dropin(text) if text else ()
-        cfg = root.read_text("/boot/grub/grub.cfg")
-        if cfg is not None:
-            entries = bootcfg.parse_grub_cfg("/boot/grub/grub.cfg", cfg, grubenv.get("saved_entry"))
-            cfg_mtime = root.mtime_ns("/boot/grub/grub.cfg") or 0
-            newer = [p for p in ["/etc/default/grub", *default_grub_dropins(root)]
-                     if (root.mtime_ns(p) or 0) > cfg_mtime]
-            if newer:
-                notes.append(f"/boot/grub/grub.cfg is older than {', '.join(newer)}: "
-                             "update-grub has not run since they changed")
-    elif layout in ("grubby", "grub2-mkconfig"):
-        bls = [(p, root.read_text(p) or "") for p in _bls_files(root, "/boot/loader/entries")]
-        if bls:
-            entries = bootcfg.parse_bls_entries(bls, grubenv, grubenv.get("saved_entry"))
-        else:
-            cfg_path = "/boot/grub2/grub.cfg"
-            entries = bootcfg.parse_grub_cfg(cfg_path, root.read_text(cfg_path) or "",
-                                             grubenv.get("saved_entry"))
-    elif layout == "systemd-boot":
-        esp = next((d for d in ("/efi", "/boot", "/boot/efi") if root.exists(f"{d}/loader/loader.conf")),
-                   "/boot")
-        loader = bootcfg.parse_bls_entry(root.read_text(f"{esp}/loader/loader.conf") or "")
-        bls = [(p, root.read_text(p) or "") for p in _bls_files(root, f"{esp}/loader/entries")]
-        entries = bootcfg.parse_bls_entries(bls, {}, loader.get("default"))
-    if layout in ("grubby", "grub2-mkconfig", "systemd-boot"):
-        kc = root.read_text("/etc/kernel/cmdline")
-        if kc is not None:
-            notes.append("/etc/kernel/cmdline seeds future kernel entries: "
-                          + " ".join(bootcfg.parse_kernel_cmdline_file(kc)))
-    return BootConfig(layout, why, tuple(entries), tuple(notes), owned_file, owned)
-
-
-def default_grub_dropins(root: Root) -> list[str]:
-    return [f"/etc/default/grub.d/{n}" for n in root.listdir("/etc/default/grub.d") if n.endswith(".cfg")]
-
-
-def _bls_files(root: Root, directory: str) -> list[str]:
-    return [f"{directory}/{n}" for n in root.listdir(directory) if n.endswith(".conf")]
-
-
-def detect_layout(root: Root, forced: str | None = None) -> tuple[str, str]:
-    """(layout, how it was detected). See pmemd(8), "Boot-loader detection"."""
-    if forced and forced != "auto":
-        return forced, "settings.bootloader"
-    if root.exists("/boot/grub/grub.cfg") and root.exists("/etc/default/grub"):
-        return "grub", "/etc/default/grub and /boot/grub/grub.cfg (Debian/Ubuntu GRUB)"
-    has_bls = bool(_bls_files(root, "/boot/loader/entries"))
-    if (root.exists("/boot/grub2/grub.cfg") or root.exists("/boot/grub2/grubenv")) and has_tool(root, "grubby"):
-        return "grubby", "/boot/grub2 and grubby (Fedora/RHEL GRUB with BLS)"
-    if root.exists("/boot/grub2/grub.cfg"):
-        return "grub2-mkconfig", "/boot/grub2/grub.cfg without grubby"
-    for esp in ("/efi", "/boot", "/boot/efi"):
-        if root.exists(f"{esp}/loader/loader.conf"):
-            return "systemd-boot", f"{esp}/loader/loader.conf (systemd-boot)"
-    if has_bls:
-        return "grubby", "/boot/loader/entries (BLS)"
-    return "unknown", "no known boot-loader files found"
-
-
 def probe_signature(root: Root, runner: Runner, device: str) -> Signature:
     """Run both detectors on a block device; anything unusual counts as "not blank"."""
     path = str(root.join(device))
-    if not os.path.exists(path):
+    if not root.exists(device):
         return Signature(device, False, error=f"{device} does not exist (yet)")
     blkid = runner.run(["blkid", "-p", "-o", "export", path], timeout=30)
     if blkid.returncode not in (0, 2):
@@ -314,7 +237,6 @@ def observe(root: Root, runner: Runner | None, *, bootloader: str | None = None,
         kernel_release=release,
         boot_id=root.read_attr("/proc/sys/kernel/random/boot_id"),
         signatures=tuple(signatures),
-        efi=root.exists("/sys/firmware/efi"),
         paths=tuple(PathFact(p, root.exists(p), root.is_dir(p), tuple(root.symlinks_on_path(p)))
                     for p in mount_paths),
     )

@@ -1,4 +1,7 @@
-"""Human and JSON renderings of configs, plans and status. Pure (takes values, returns text)."""
+"""Human and JSON renderings of configs, plans and status. Pure (takes values, returns text).
+
+Every JSON document carries ``"format": FORMAT``; the format is described in pmemd(8).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,13 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from pmemd.actions import Kind, to_json
 from pmemd.config import Loaded, iter_leaves
-from pmemd.engine import Assessment
+from pmemd.diagnose import Running
+from pmemd.plan import Assessment
 from pmemd.units import human
+
+FORMAT = 1  # version of the --json documents
 
 
 def issue_loc(loaded: Loaded, key: str) -> str:
@@ -33,6 +40,7 @@ def config_json(loaded: Loaded) -> dict[str, Any]:
         })
     d = loaded.discovery
     return {
+        "format": FORMAT,
         "config": data,
         "files": [s.path for s in d.sources],
         "shadowed": list(d.shadowed),
@@ -66,22 +74,19 @@ def config_text(loaded: Loaded) -> str:
 def plan_json(a: Assessment) -> dict[str, Any]:
     p = a.plan
     return {
+        "format": FORMAT,
         "in_sync": p.in_sync,
         "bootloader": {"layout": a.facts.boot.layout, "detected_by": a.facts.boot.detected_by},
         "desired_args": list(p.desired_args),
         "next_boot_args": list(p.next_boot_args) if p.next_boot_args is not None else None,
         "running_args": list(a.facts.cmdline.tokens),
         "reboot_needed": p.reboot_needed,
-        "actions": [_clean(asdict(x)) for x in p.actions],
+        "actions": [to_json(x) for x in p.actions],
         "after_reboot": list(p.after_reboot),
         "issues": [asdict(i) for i in p.issues],
         "namespaces": [asdict(v) for v in p.namespaces],
         "notes": list(p.notes),
     }
-
-
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v not in (None, (), [], "")}
 
 
 def plan_text(a: Assessment) -> str:
@@ -119,6 +124,7 @@ def status_json(a: Assessment, log: list[dict[str, Any]]) -> dict[str, Any]:
     pending = a.owned.pending_reboot
     nexts = set(a.plan.next_boot_args or ())
     return {
+        "format": FORMAT,
         "in_sync": a.plan.in_sync,
         "summary": summary_line(a),
         "namespaces": [
@@ -150,14 +156,14 @@ def summary_line(a: Assessment) -> str:
     pending = a.owned.pending_reboot
     if pending is not None:
         return f"reboot pending since {pending.since[:16].replace('T', ' ')}: {pending.reason}"
-    if any(x.kind.value == "set-kernel-args" for x in p.actions):
+    if any(x.kind is Kind.SET_KERNEL_ARGS for x in p.actions):
         return "boot config not written yet: " + " ".join(p.desired_args) + " (pmemd apply)"
     if p.reboot_needed:
         return "reboot needed: " + " ".join(p.desired_args)
     total = len(p.namespaces)
     if total == 0:
         return "in sync: no namespaces configured"
-    mounted = sum(1 for v in p.namespaces if v.running == "mounted" and v.dax)
+    mounted = sum(1 for v in p.namespaces if v.running is Running.MOUNTED and v.dax)
     want_mount = sum(1 for n in a.loaded.config.namespaces.values() if n.mount)
     if p.actions:
         return f"{len(p.actions)} change(s) pending; {mounted}/{want_mount} namespaces mounted with DAX"

@@ -323,9 +323,9 @@ class HostTree:
 
     def pmemd_dropin(self, tokens: Sequence[str]) -> HostTree:
         """pmemd's /etc/default/grub.d/99-pmemd.cfg as pmemd renders it, then the fake update-grub."""
-        from pmemd.bootcfg import render_grub_dropin
+        from pmemd.bootloader.grub import render_dropin
 
-        self.write("/etc/default/grub.d/99-pmemd.cfg", render_grub_dropin(tuple(tokens)))
+        self.write("/etc/default/grub.d/99-pmemd.cfg", render_dropin(tuple(tokens)))
         FakeUpdateGrub(self.path)(("update-grub",))
         return self
 
@@ -333,7 +333,7 @@ class HostTree:
         """Simulate the next boot: the kernel gets the boot loader's default entry, makes one e820
         region (pmemN, blank) per memmap=!, and pmem mounts are gone. Returns the new cmdline."""
         from pmemd.fsroot import Root
-        from pmemd.observe import read_boot_config
+        from pmemd.bootloader import read_boot_config
         from pmemd.parse import parse_cmdline
 
         args = read_boot_config(Root(self.path)).default_args or ()
@@ -591,7 +591,7 @@ def make_facts(*, firmware: Sequence[tuple[int, int, str]] = BIG_64G, cmdline: s
                signatures: Sequence[Any] = (), paths: Sequence[Any] = ()) -> Any:
     """HostFacts for planner tables, without a tree. ``next_args="same"``: the next boot gets the
     running command line; ``None``: the boot loader's next-boot arguments are unknown."""
-    from pmemd.facts import BootConfig, BootEntry, HostFacts, KernelLog, MemRange
+    from pmemd.facts import BootConfig, BootEntry, HostFacts, KernelLog, Layout, MemRange
     from pmemd.parse import parse_cmdline
 
     cl = parse_cmdline(cmdline)
@@ -600,7 +600,7 @@ def make_facts(*, firmware: Sequence[tuple[int, int, str]] = BIG_64G, cmdline: s
     else:
         nargs = None if next_args is None else tuple(next_args)
     entries = () if nargs is None else (BootEntry("/boot/grub/grub.cfg", "Linux", nargs, default=True),)
-    boot = BootConfig(layout, f"test ({layout})", entries,
+    boot = BootConfig(Layout(layout), f"test ({layout})", entries,
                       owned_file="/etc/default/grub.d/99-pmemd.cfg" if layout == "grub" else None,
                       owned_tokens=tuple(owned_tokens))
     return HostFacts(

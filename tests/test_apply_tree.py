@@ -34,9 +34,9 @@ from helpers import (
 )
 
 from pmemd import cli
-from pmemd.bootcfg import parse_bls_entry, parse_grub_cfg, render_grub_dropin
-from pmemd.engine import Target
-from pmemd.execute import PassResult, apply
+from pmemd.bootloader.grub import render_dropin
+from pmemd.bootloader.syntax import parse_bls_entry, parse_grub_cfg
+from pmemd.engine import PassResult, Target, apply
 from pmemd.journal import Journal
 from pmemd.state import loads
 
@@ -94,7 +94,7 @@ def test_debian_apply_writes_the_dropin_and_runs_update_grub_in_the_root(
     assert outcomes(passes) == [("set-kernel-args", "ok"), ("reboot", "ok")]
     assert runner.calls == [("chroot", str(t.path), "update-grub")]
     # exactly the canonical tokens, in pmemd's own drop-in; the user's file is untouched
-    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_grub_dropin(TOKENS)
+    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_dropin(TOKENS)
     assert t.read("/etc/default/grub.d/99-pmemd.cfg").splitlines()[-1] == (
         'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX memmap=512M!4G memmap=1G!5G nokaslr"')
     assert t.read("/etc/default/grub") == user_grub
@@ -154,7 +154,7 @@ def test_removing_a_namespace_removes_only_pmemds_token(tmp_path: Path, runner: 
     passes = run_apply(t, runner)
     assert outcomes(passes)[0] == ("set-kernel-args", "ok")
     assert passes[0].plan.actions[0].remove == ("memmap=512M!4G",)
-    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_grub_dropin(("memmap=1G!5G", "nokaslr"))
+    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_dropin(("memmap=1G!5G", "nokaslr"))
     assert t.read("/etc/default/grub") == user_grub
     for args in grub_linux_args(t):
         assert "memmap=1G!8G" in args and "memmap=1G!5G" in args and "memmap=512M!4G" not in args
@@ -467,7 +467,7 @@ def test_full_cycle_on_a_debian_tree(debian: tuple[HostTree, FakeUpdateGrub], ru
                                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A DAX-capable filesystem cannot exist on this machine: ``statx_dax`` is patched to report
     STATX_ATTR_DAX, everything else (mountinfo check, state, journal) is the real executor."""
-    import pmemd.execute
+    import pmemd.effects
 
     t, _ = debian
     t.boot_id("boot-1")
@@ -475,7 +475,7 @@ def test_full_cycle_on_a_debian_tree(debian: tuple[HostTree, FakeUpdateGrub], ru
     assert [a for a in t.reboot("boot-2") if a.startswith(("memmap=", "nokaslr"))] == list(TOKENS)
     devices = FakeDevices(t.path)
     devices.install(runner)
-    monkeypatch.setattr(pmemd.execute, "statx_dax", lambda path: True)
+    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
     passes = run_apply(t, runner)
     assert outcomes(passes) == [("clear-reboot", "ok"), ("mkfs", "ok"), ("mkdir", "ok"), ("mount", "ok"),
                                 ("verify-dax", "ok"), ("mkfs", "ok"), ("mkdir", "ok"), ("mount", "ok"),
@@ -518,14 +518,14 @@ def test_full_cycle_on_a_debian_tree(debian: tuple[HostTree, FakeUpdateGrub], ru
 def test_pmemd_own_filesystem_survives_a_pass_without_reboot(
         debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unmounted by someone, still holding pmemd's UUID: mounted again, never reformatted."""
-    import pmemd.execute
+    import pmemd.effects
 
     t, _ = debian
     run_apply(t, runner)
     t.reboot("boot-2")
     devices = FakeDevices(t.path)
     devices.install(runner)
-    monkeypatch.setattr(pmemd.execute, "statx_dax", lambda path: True)
+    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
     run_apply(t, runner)
     runner.run(["umount", str(t.p("/pmem/fast"))])  # an admin's umount
     passes = run_apply(t, runner)
@@ -543,7 +543,7 @@ def test_full_cycle_on_every_boot_loader_layout(tmp_path: Path, runner: Recordin
                                                 xfs_args: tuple[str, ...], dax: str) -> None:
     """statx_dax patched as in the Debian cycle; the RHEL 8 tree runs kernel 4.18 (dev/kmsg), so
     xfs gets reflink=0 and the mount the legacy `dax` option."""
-    import pmemd.execute
+    import pmemd.effects
 
     t = copy_fixture(fixture, tmp_path / "host")
     t.config(EXAMPLE)
@@ -552,7 +552,7 @@ def test_full_cycle_on_every_boot_loader_layout(tmp_path: Path, runner: Recordin
     assert [a for a in t.reboot("boot-2") if a.startswith(("memmap=", "nokaslr"))] == list(TOKENS)
     devices = FakeDevices(t.path)
     devices.install(runner)
-    monkeypatch.setattr(pmemd.execute, "statx_dax", lambda path: True)
+    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
     assert outcomes(run_apply(t, runner)) == [("clear-reboot", "ok"), *[
         ("mkfs", "ok"), ("mkdir", "ok"), ("mount", "ok"), ("verify-dax", "ok")] * 2]
     assert devices.mkfs_calls[0] == (*xfs_args, devices.dev("pmem0"))
@@ -564,7 +564,7 @@ def test_full_cycle_on_every_boot_loader_layout(tmp_path: Path, runner: Recordin
 def test_verify_dax_fails_and_unmounts_when_the_file_has_no_dax(
         debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
     """No patching: a file on this machine's disk really has no STATX_ATTR_DAX."""
-    from pmemd.execute import statx_dax
+    from pmemd.effects import statx_dax
 
     t, _ = debian
     probe = t.p("/probe")

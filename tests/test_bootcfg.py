@@ -11,22 +11,20 @@ from helpers import FIXTURES, FakeUpdateGrub, copy_fixture, shell_grub_vars
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmemd.bootcfg import (
-    PMEMD_GRUB_MARKER,
+from pmemd.bootloader import read_boot_config
+from pmemd.bootloader.grub import MARKER, parse_dropin, render_dropin
+from pmemd.bootloader.syntax import (
     expand_bls_options,
     grub_words,
     parse_bls_entries,
     parse_bls_entry,
     parse_default_grub,
     parse_grub_cfg,
-    parse_grub_dropin,
     parse_grubenv,
     parse_kernel_cmdline_file,
-    render_grub_dropin,
     render_kernel_cmdline_file,
 )
 from pmemd.fsroot import Root
-from pmemd.observe import read_boot_config
 
 PLAIN = FIXTURES / "debian13-qemu-plain"
 
@@ -198,11 +196,11 @@ def test_default_grub_values_match_a_real_posix_shell(tmp_path_factory: pytest.T
 # --- pmemd's drop-in -------------------------------------------------------------------------
 
 
-def test_render_grub_dropin() -> None:
-    text = render_grub_dropin(("memmap=512M!4G", "memmap=1G!5G", "nokaslr"))
-    assert text.startswith(PMEMD_GRUB_MARKER)
+def test_render_dropin() -> None:
+    text = render_dropin(("memmap=512M!4G", "memmap=1G!5G", "nokaslr"))
+    assert text.startswith(MARKER)
     assert text.splitlines()[-1] == 'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX memmap=512M!4G memmap=1G!5G nokaslr"'
-    assert parse_grub_dropin(text) == ("memmap=512M!4G", "memmap=1G!5G", "nokaslr")
+    assert parse_dropin(text) == ("memmap=512M!4G", "memmap=1G!5G", "nokaslr")
 
 
 @pytest.mark.parametrize("token", [
@@ -211,7 +209,7 @@ def test_render_grub_dropin() -> None:
 ])
 def test_render_grub_dropin_refuses_unsafe_tokens(token: str) -> None:
     with pytest.raises(ValueError, match="refusing to write unsafe kernel argument"):
-        render_grub_dropin(("memmap=1G!5G", token))
+        render_dropin(("memmap=1G!5G", token))
 
 
 @settings(max_examples=40)
@@ -224,7 +222,7 @@ def test_dropin_sourced_by_a_real_shell_appends_exactly_the_tokens(tmp_path_fact
     root = tmp_path_factory.mktemp("dropin")
     (root / "etc/default/grub.d").mkdir(parents=True)
     (root / "etc/default/grub").write_text((PLAIN / "etc/default/grub").read_text())
-    (root / "etc/default/grub.d/99-pmemd.cfg").write_text(render_grub_dropin((*tokens, "nokaslr")))
+    (root / "etc/default/grub.d/99-pmemd.cfg").write_text(render_dropin((*tokens, "nokaslr")))
     assert shell_grub_vars(root)["GRUB_CMDLINE_LINUX"].split() == ["console=ttyS0,115200", *tokens, "nokaslr"]
 
 

@@ -18,7 +18,7 @@ import pytest
 from helpers import GIB, QEMU_PC_16G, REPO, FakeDevices, HostTree, RecordingRunner, copy_fixture
 
 from pmemd import cli
-from pmemd.bootcfg import render_grub_dropin
+from pmemd.bootloader.grub import render_dropin
 from pmemd.state import Owned, OwnedFs, OwnedNamespace, dumps
 
 EXAMPLE = str(REPO / "examples/pmem.yaml")
@@ -78,7 +78,8 @@ def test_plan_json_shape(plain: HostTree) -> None:
     r = pmemd("--root", str(plain.path), "--config", EXAMPLE, "plan", "--json")
     assert r.returncode == 2, r.stderr
     j = json.loads(r.stdout)
-    assert set(j) == {"in_sync", "bootloader", "desired_args", "next_boot_args", "running_args", "reboot_needed",
+    assert j["format"] == 1
+    assert set(j) == {"format", "in_sync", "bootloader", "desired_args", "next_boot_args", "running_args", "reboot_needed",
                       "actions", "after_reboot", "issues", "namespaces", "notes"}
     assert j["in_sync"] is False and j["reboot_needed"] is True
     assert j["bootloader"]["layout"] == "grub"
@@ -139,7 +140,8 @@ def test_status_text_and_json(plain: HostTree, capsys: pytest.CaptureFixture[str
     assert "running args:   (no memmap)" in lines and "next-boot args: (no memmap)" in lines
     rc, out, _ = main(capsys, "--root", str(plain.path), "--config", EXAMPLE, "status", "--json")
     j = json.loads(out)
-    assert set(j) == {"in_sync", "summary", "namespaces", "pending_reboot", "reboot_needed", "issues",
+    assert j["format"] == 1
+    assert set(j) == {"format", "in_sync", "summary", "namespaces", "pending_reboot", "reboot_needed", "issues",
                       "pending_actions", "last_actions"}
     assert j["namespaces"][0] == {"name": "bulk", "desired": {"token": "memmap=512M!4G", "start": 4 * GIB,
                                                              "size": GIB // 2},
@@ -198,7 +200,8 @@ def test_config_command(plain: HostTree) -> None:
     assert f"# {EXAMPLE}:" in r.stdout
     assert r.stdout.splitlines()[-1] == f"files read, in merge order: {EXAMPLE}"
     j = json.loads(pmemd("--root", str(plain.path), "--config", EXAMPLE, "config", "--json").stdout)
-    assert set(j) == {"config", "files", "shadowed", "masked", "values"}
+    assert j["format"] == 1
+    assert set(j) == {"format", "config", "files", "shadowed", "masked", "values"}
     assert j["config"]["namespaces"]["bulk"]["offset"] == "auto"
 
 
@@ -321,7 +324,7 @@ def test_in_process_plan_with_a_recording_runner(tmp_path: Path, runner: Recordi
 
 def test_render_of_the_converged_tree_dropin(tmp_path: Path) -> None:
     t = converged(tmp_path)
-    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_grub_dropin(("memmap=1G!5G", "nokaslr"))
+    assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_dropin(("memmap=1G!5G", "nokaslr"))
 
 
 def test_usage_errors_do_not_exit_with_the_changes_pending_code(plain: HostTree) -> None:

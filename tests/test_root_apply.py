@@ -152,7 +152,7 @@ def test_pre_5_8_kernel_mounts_with_legacy_dax_option(tmp_path: Path) -> None:
         t.write_config(fs="ext4")
         plan = rf.pmemd(t, "plan", "--json")
         mount = next(a for a in plan.json["actions"] if a["kind"] == "mount")
-        assert mount["args"] == ["dax"]
+        assert mount["options"] == ["dax"]
 
 
 def test_dry_run_changes_nothing(host: rf.HostTree) -> None:
@@ -280,7 +280,7 @@ def test_symlink_on_mount_path_is_refused(host: rf.HostTree, tmp_path: Path, abs
 def test_symlink_appearing_after_the_plan_is_refused_by_the_executor(host: rf.HostTree, tmp_path: Path) -> None:
     """The executor checks again: a link planted between plan and mkdir/mount is not followed."""
     from pmemd.engine import Target, assess
-    from pmemd.execute import apply_pass
+    from pmemd.engine import apply_pass
     from pmemd.journal import Journal
     from pmemd.runner import SubprocessRunner
 

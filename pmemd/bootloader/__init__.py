@@ -1,65 +1,106 @@
-"""Boot-loader backends: one small interface, one module per boot-loader layout.
+"""Boot-loader layouts: one module per layout behind one small protocol.
 
-A backend writes pmemd's kernel-argument tokens into the boot configuration and regenerates
-what the boot loader reads. It owns one named slot where the layout allows it (Debian's
-``/etc/default/grub.d/99-pmemd.cfg``) and otherwise adds and removes exactly its own tokens. The
-caller reads the next-boot arguments back through the observer and compares tokens.
+A layout module owns everything about its layout: the evidence that detects it, reading the
+files that hold the next-boot arguments (pure parsers in ``syntax``), writing pmemd's tokens,
+regenerating what the boot loader reads, and removing exactly pmemd's tokens (``write`` with
+nothing desired). ``LAYOUTS`` lists them in detection order; ``settings.bootloader`` can force
+one. The rest of pmemd talks only to this protocol. Adding a layout is one new module and one
+line in ``_registry``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from pmemd.fsroot import Root
-from pmemd.runner import Result
+from pmemd.bootloader.syntax import parse_grubenv, parse_kernel_cmdline_file
+from pmemd.facts import BootConfig, Layout
 
-
-class BackendError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Tools:
-    """What a backend may do to the host; in a dry run these record instead of acting."""
-
-    root: Root
-    run: Callable[[Sequence[str]], Result]  # runs inside the root (chroot) when it is not /
-    write: Callable[[str, str], None]  # atomic write with backup
-    remove: Callable[[str], None]
-    restore: Callable[[str, bool], None]  # (path, existed): put the backup back
+if TYPE_CHECKING:
+    from pmemd.effects import HostEffects
+    from pmemd.fsroot import Root
+    from pmemd.runner import Result
 
 
-class Backend(Protocol):
-    name: str
+class BootLoaderError(RuntimeError):
+    """A boot-config write or regenerate failed; the message says what to change."""
 
-    def apply(self, tools: Tools, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
-        """Make the boot config carry ``desired`` and none of ``remove``; regenerate."""
+
+class BootLayout(Protocol):
+    name: Layout
+
+    def detect(self, root: Root) -> str | None:
+        """The evidence that this host uses the layout (files, tools), or None."""
         ...
 
-    def regenerate(self, tools: Tools) -> None:
-        """Re-run the generator after restoring backups."""
+    def read(self, root: Root, *, detected_by: str) -> BootConfig:
+        """The next-boot entries and the tokens pmemd's own slot holds."""
         ...
+
+    def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
+        """Make the boot config carry ``desired`` and none of ``remove``, then regenerate."""
+        ...
+
+    def regenerate(self, fx: HostEffects) -> None:
+        """Re-run the generator (after restoring backups)."""
+        ...
+
+
+def _registry() -> tuple[BootLayout, ...]:
+    from pmemd.bootloader.grub import DebianGrub
+    from pmemd.bootloader.grub2_mkconfig import Grub2Mkconfig
+    from pmemd.bootloader.grubby import Grubby
+    from pmemd.bootloader.sdboot import SystemdBoot
+
+    return (DebianGrub(), Grubby(), Grub2Mkconfig(), SystemdBoot())
+
+
+def layout(name: Layout) -> BootLayout:
+    for lay in _registry():
+        if lay.name is name:
+            return lay
+    raise BootLoaderError(f"no supported boot loader found ({', '.join(lay.name for lay in _registry())}); "
+                          "set settings.bootloader")
+
+
+def detect(root: Root, forced: str | None = None) -> tuple[Layout, str]:
+    """(layout, how it was detected). See pmemd(8), "Boot-loader detection"."""
+    if forced and forced != "auto":
+        return Layout(forced), "settings.bootloader"
+    for lay in _registry():
+        evidence = lay.detect(root)
+        if evidence is not None:
+            return lay.name, evidence
+    return Layout.UNKNOWN, "no known boot-loader files found"
+
+
+def read_boot_config(root: Root, forced: str | None = None) -> BootConfig:
+    """Detect the layout and read the next-boot command lines it holds."""
+    name, why = detect(root, forced)
+    if name is Layout.UNKNOWN:
+        return BootConfig(name, why)
+    return layout(name).read(root, detected_by=why)
 
 
 def check(result: Result) -> Result:
     if not result.ok:
-        raise BackendError(result.describe())
+        raise BootLoaderError(result.describe())
     return result
 
 
-def get_backend(layout: str) -> Backend:
-    from pmemd.bootloader.grub import DebianGrub
-    from pmemd.bootloader.grubby import Grubby
-    from pmemd.bootloader.sdboot import SystemdBoot
+def kernel_cmdline_note(root: Root) -> tuple[str, ...]:
+    """``/etc/kernel/cmdline`` seeds the entries of kernels installed later (kernel-install)."""
+    text = root.read_text("/etc/kernel/cmdline")
+    if text is None:
+        return ()
+    return ("/etc/kernel/cmdline seeds future kernel entries: " + " ".join(parse_kernel_cmdline_file(text)),)
 
-    backends: dict[str, Backend] = {"grub": DebianGrub(), "grubby": Grubby(), "systemd-boot": SystemdBoot()}
-    if layout in backends:
-        return backends[layout]
-    if layout == "grub2-mkconfig":
-        raise BackendError(
-            "grub2-mkconfig hosts without grubby are not supported: Fedora/RHEL grub2-mkconfig does "
-            "not read /etc/default/grub.d, and pmemd does not rewrite /etc/default/grub. Install "
-            "grubby (dnf install grubby), or set settings.bootloader")
-    raise BackendError(f"no backend for boot-loader layout {layout!r}; set settings.bootloader")
+
+def grubenv(root: Root) -> dict[str, str]:
+    path = "/boot/grub2/grubenv" if root.exists("/boot/grub2/grubenv") else "/boot/grub/grubenv"
+    return parse_grubenv(root.read_text(path))
+
+
+def bls_files(root: Root, directory: str) -> list[tuple[str, str]]:
+    """(path, text) of the BLS entries in ``directory``."""
+    return [(f"{directory}/{n}", root.read_text(f"{directory}/{n}") or "")
+            for n in root.listdir(directory) if n.endswith(".conf")]

@@ -8,13 +8,43 @@ grubenv's ``kernelopts`` and ``/etc/kernel/cmdline``, so new kernels keep the ar
 
 from __future__ import annotations
 
-from pmemd.bootloader import Tools, check
+from pmemd.bootloader import bls_files, check, grubenv, kernel_cmdline_note
+from pmemd.bootloader.syntax import parse_bls_entries, parse_grub_cfg
+from pmemd.effects import HostEffects
+from pmemd.facts import BootConfig, BootEntry, Layout
+from pmemd.fsroot import Root
+
+SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
+
+
+def has_tool(root: Root, name: str) -> bool:
+    return any(root.exists(f"{d}/{name}") for d in SBIN_DIRS)
+
+
+def read_rhel_entries(root: Root) -> tuple[BootEntry, ...]:
+    """The BLS entries of ``/boot/loader/entries``, or the entries of ``/boot/grub2/grub.cfg``."""
+    env = grubenv(root)
+    bls = bls_files(root, "/boot/loader/entries")
+    if bls:
+        return parse_bls_entries(bls, env, env.get("saved_entry"))
+    cfg = "/boot/grub2/grub.cfg"
+    return parse_grub_cfg(cfg, root.read_text(cfg) or "", env.get("saved_entry"))
 
 
 class Grubby:
-    name = "grubby"
+    name = Layout.GRUBBY
 
-    def apply(self, tools: Tools, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
+    def detect(self, root: Root) -> str | None:
+        if not has_tool(root, "grubby"):
+            return None
+        if root.exists("/boot/grub2/grub.cfg") or root.exists("/boot/grub2/grubenv"):
+            return "/boot/grub2 and grubby (Fedora/RHEL GRUB with BLS)"
+        return None
+
+    def read(self, root: Root, *, detected_by: str) -> BootConfig:
+        return BootConfig(self.name, detected_by, read_rhel_entries(root), kernel_cmdline_note(root))
+
+    def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
         argv = ["grubby", "--update-kernel=ALL"]
         gone = [t for t in remove if t not in desired]
         if gone:
@@ -22,7 +52,7 @@ class Grubby:
         if desired:
             argv.append("--args=" + " ".join(desired))
         if len(argv) > 2:
-            check(tools.run(argv))
+            check(fx.run(argv, chroot=True))
 
-    def regenerate(self, tools: Tools) -> None:
+    def regenerate(self, fx: HostEffects) -> None:
         """Nothing to regenerate: grubby edits the entries directly."""

@@ -7,56 +7,72 @@ own tokens. Unified kernel images embed their command line and are not supported
 
 from __future__ import annotations
 
-from pmemd.bootcfg import parse_kernel_cmdline_file, render_kernel_cmdline_file
-from pmemd.bootloader import BackendError, Tools
+from pmemd.bootloader import BootLoaderError, bls_files, kernel_cmdline_note
+from pmemd.bootloader.syntax import (
+    parse_bls_entries,
+    parse_bls_entry,
+    parse_kernel_cmdline_file,
+    render_kernel_cmdline_file,
+)
+from pmemd.effects import HostEffects
+from pmemd.facts import BootConfig, Layout
+from pmemd.fsroot import Root
 
-ESPS = ("/efi", "/boot", "/boot/efi")
+ESPS = ("/efi", "/boot", "/boot/efi")  # where systemd-boot's loader.conf may live, in this order
+KERNEL_CMDLINE = "/etc/kernel/cmdline"
 
 
-def _entries(tools: Tools) -> list[str]:
-    for esp in ESPS:
-        if tools.root.exists(f"{esp}/loader/loader.conf"):
-            return [f"{esp}/loader/entries/{n}" for n in tools.root.listdir(f"{esp}/loader/entries")
-                    if n.endswith(".conf")]
-    return []
+def find_esp(root: Root) -> str | None:
+    return next((d for d in ESPS if root.exists(f"{d}/loader/loader.conf")), None)
 
 
-def _edit(args: list[str], desired: tuple[str, ...], remove: tuple[str, ...]) -> list[str]:
-    kept = [a for a in args if a not in remove and a not in desired]
-    return kept + list(desired)
+def edit_options(text: str, desired: tuple[str, ...], remove: tuple[str, ...]) -> str:
+    """A BLS entry with pmemd's tokens in its (first) ``options`` line, every other line kept."""
+    out = []
+    added = False
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "options":
+            args = [a for a in value.split() if a not in remove and a not in desired]
+            if not added:
+                args += desired
+                added = True
+            out.append("options " + " ".join(args))
+        else:
+            out.append(line)
+    if not added and desired:
+        out.append("options " + " ".join(desired))
+    return "\n".join(out) + "\n"
 
 
 class SystemdBoot:
-    name = "systemd-boot"
+    name = Layout.SYSTEMD_BOOT
 
-    def apply(self, tools: Tools, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
-        entries = _entries(tools)
+    def detect(self, root: Root) -> str | None:
+        esp = find_esp(root)
+        return f"{esp}/loader/loader.conf (systemd-boot)" if esp else None
+
+    def read(self, root: Root, *, detected_by: str) -> BootConfig:
+        esp = find_esp(root) or "/boot"
+        loader = parse_bls_entry(root.read_text(f"{esp}/loader/loader.conf") or "")
+        entries = parse_bls_entries(bls_files(root, f"{esp}/loader/entries"), {}, loader.get("default"))
+        return BootConfig(self.name, detected_by, entries, kernel_cmdline_note(root))
+
+    def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
+        esp = find_esp(fx.root)
+        entries = bls_files(fx.root, f"{esp}/loader/entries") if esp else []
         if not entries:
-            raise BackendError("no systemd-boot entries found under /efi, /boot or /boot/efi loader/entries")
-        current = tools.root.read_text("/etc/kernel/cmdline")
+            raise BootLoaderError("no systemd-boot entries found under /efi, /boot or /boot/efi loader/entries")
+        current = fx.root.read_text(KERNEL_CMDLINE)
         if current is None:
-            proc = tools.root.read_text("/proc/cmdline") or ""
+            proc = fx.root.read_text("/proc/cmdline") or ""
             base = [t for t in proc.split() if not t.startswith(("initrd=", "BOOT_IMAGE="))]
         else:
             base = list(parse_kernel_cmdline_file(current))
-        tools.write("/etc/kernel/cmdline", render_kernel_cmdline_file(tuple(_edit(base, desired, remove))))
-        for path in entries:
-            text = tools.root.read_text(path) or ""
-            out = []
-            added = False
-            for line in text.splitlines():
-                key, _, value = line.partition(" ")
-                if key == "options":
-                    args = [a for a in value.split() if a not in remove and a not in desired]
-                    if not added:
-                        args += desired
-                        added = True
-                    out.append("options " + " ".join(args))
-                else:
-                    out.append(line)
-            if not added and desired:
-                out.append("options " + " ".join(desired))
-            tools.write(path, "\n".join(out) + "\n")
+        kept = [a for a in base if a not in remove and a not in desired]
+        fx.write(KERNEL_CMDLINE, render_kernel_cmdline_file((*kept, *desired)))
+        for path, text in entries:
+            fx.write(path, edit_options(text, desired, remove))
 
-    def regenerate(self, tools: Tools) -> None:
+    def regenerate(self, fx: HostEffects) -> None:
         """Nothing to regenerate: entries are read by the boot loader as they are."""

@@ -1,6 +1,7 @@
-"""Pure parsers and renderers for boot-loader configuration files.
+"""The syntax of boot-loader files, parsed and rendered. Pure: text in, values out.
 
-These read what a boot loader will pass to the next kernel; they never evaluate a shell.
+Shared by the layouts in this package. These read what a boot loader will pass to the next
+kernel; they never evaluate a shell.
 ``/etc/default/grub`` and its drop-ins are POSIX shell: pmemd reads their simple
 ``VAR="..."`` assignments (with ``$VAR`` expansion of earlier values), which is what distributions
 and pmemd's own drop-in use. The authoritative next-boot line on a Debian host is the default
@@ -15,8 +16,6 @@ import shlex
 from dataclasses import dataclass
 
 from pmemd.facts import BootEntry
-
-PMEMD_GRUB_MARKER = "# Managed by pmemd"
 
 # --- /etc/default/grub ---------------------------------------------------------------------
 
@@ -67,29 +66,6 @@ def _shell_value(raw: str, env: dict[str, str]) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
-
-
-def render_grub_dropin(tokens: tuple[str, ...]) -> str:
-    """pmemd's own ``/etc/default/grub.d`` file: appends its tokens to GRUB_CMDLINE_LINUX.
-
-    Tokens are canonical (``memmap=4G!12G``, ``nokaslr``): no ``$``, quote or backslash, so
-    double quotes need no escaping and GRUB passes them through verbatim.
-    """
-    for tok in tokens:
-        if not re.fullmatch(r"[A-Za-z0-9_.,!=:-]+", tok):
-            raise ValueError(f"refusing to write unsafe kernel argument {tok!r}")
-    body = " ".join(tokens)
-    return (
-        f"{PMEMD_GRUB_MARKER}: kernel arguments for emulated persistent memory.\n"
-        "# Edit /etc/pmem.yaml instead of this file; pmemd rewrites it.\n"
-        f'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX {body}"\n'
-    )
-
-
-def parse_grub_dropin(text: str) -> tuple[str, ...]:
-    """The tokens pmemd's own drop-in adds (what render_grub_dropin wrote)."""
-    env = parse_default_grub([("dropin", text)])
-    return tuple(env.get("GRUB_CMDLINE_LINUX", "").split())
 
 
 # --- grub.cfg ------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""What pmemd can do to a host: one frozen value type per kind of action. Pure.
+
+Each type carries exactly what its handler in ``execute`` needs, so a plan is data that prints
+as JSON (``fields``) and the executor dispatches on the type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pmemd.facts import Layout
+from pmemd.model import RebootPolicy
+
+
+class Label(StrEnum):
+    LIVE = "live"
+    NEEDS_REBOOT = "needs-reboot"
+    DESTRUCTIVE = "destructive"
+
+
+class Kind(StrEnum):
+    SET_KERNEL_ARGS = "set-kernel-args"
+    REBOOT = "reboot"
+    CLEAR_REBOOT = "clear-reboot"
+    SET_MODE = "set-mode"
+    MKFS = "mkfs"
+    MKDIR = "mkdir"
+    MOUNT = "mount"
+    VERIFY_DAX = "verify-dax"
+    UNMOUNT = "unmount"
+    FORGET = "forget"
+
+
+class MkfsReason(StrEnum):
+    BLANK = "blank"  # both detectors found nothing (emulated pmem is blank after a reboot)
+    REDO = "redo"  # pmemd's own mkfs there did not finish
+    WIPE = "wipe"  # foreign data, and the config says on_foreign_data: wipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class Range:
+    """A namespace's reserved range, recorded as pmemd's before its token is written."""
+
+    name: str
+    start: int
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Base:
+    kind: ClassVar[Kind]
+    label: ClassVar[Label]
+    summary: str
+
+    @property
+    def namespace(self) -> str | None:
+        return None
+
+    @property
+    def device(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetKernelArgs(_Base):
+    kind = Kind.SET_KERNEL_ARGS
+    label = Label.NEEDS_REBOOT
+    layout: Layout
+    detected_by: str
+    add: tuple[str, ...]  # every token pmemd wants in the boot config (in order)
+    remove: tuple[str, ...]  # pmemd's tokens that must leave it
+    ranges: tuple[Range, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reboot(_Base):
+    kind = Kind.REBOOT
+    label = Label.NEEDS_REBOOT
+    policy: RebootPolicy
+    window: str  # systemd calendar expression, for RebootPolicy.SCHEDULE
+    reason: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    boot_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClearReboot(_Base):
+    kind = Kind.CLEAR_REBOOT
+    label = Label.LIVE
+    cancel_scheduled: bool  # a reboot pmemd scheduled in this boot is still to come
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OnNamespace(_Base):
+    ns: str
+
+    @property
+    def namespace(self) -> str | None:
+        return self.ns
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetMode(_OnNamespace):
+    kind = Kind.SET_MODE
+    label = Label.DESTRUCTIVE
+    nd_namespace: str  # e.g. namespace0.0
+    mode: str  # fsdax | devdax | raw
+
+    @property
+    def device(self) -> str | None:
+        return self.nd_namespace
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mkfs(_OnNamespace):
+    kind = Kind.MKFS
+    label = Label.DESTRUCTIVE
+    dev: str
+    fstype: str
+    fslabel: str | None
+    argv: tuple[str, ...]  # mkfs command without the UUID option and the device
+    reason: MkfsReason
+
+    @property
+    def device(self) -> str | None:
+        return self.dev
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mkdir(_OnNamespace):
+    kind = Kind.MKDIR
+    label = Label.LIVE
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mount(_OnNamespace):
+    kind = Kind.MOUNT
+    label = Label.LIVE
+    dev: str
+    path: str
+    fstype: str
+    options: tuple[str, ...]
+
+    @property
+    def device(self) -> str | None:
+        return self.dev
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyDax(_OnNamespace):
+    kind = Kind.VERIFY_DAX
+    label = Label.LIVE
+    dev: str
+    path: str
+
+    @property
+    def device(self) -> str | None:
+        return self.dev
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unmount(_OnNamespace):
+    kind = Kind.UNMOUNT
+    label = Label.LIVE
+    dev: str | None
+    path: str
+
+    @property
+    def device(self) -> str | None:
+        return self.dev
+
+
+@dataclass(frozen=True, kw_only=True)
+class Forget(_OnNamespace):
+    kind = Kind.FORGET
+    label = Label.LIVE
+
+
+Action = SetKernelArgs | Reboot | ClearReboot | SetMode | Mkfs | Mkdir | Mount | VerifyDax | Unmount | Forget
+
+
+def to_json(act: Action) -> dict[str, Any]:
+    """An action as JSON: kind, label, summary, namespace, device, then its own fields."""
+    out: dict[str, Any] = {"kind": act.kind.value, "label": act.label.value, "summary": act.summary,
+                           "namespace": act.namespace, "device": act.device}
+    for f in fields(act):
+        if f.name in ("summary", "ns", "dev", "nd_namespace"):
+            continue
+        value = getattr(act, f.name)
+        if isinstance(value, tuple):
+            value = [{"name": v.name, "start": v.start, "size": v.size} if isinstance(v, Range) else v
+                     for v in value]
+        out[f.name] = value
+    return {k: v for k, v in out.items() if v is not None}
