@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
@@ -18,7 +18,6 @@ from pmemd import __version__
 from pmemd.config import ConfigErrors
 from pmemd.engine import Target, assess, load_config
 from pmemd.fsroot import PathEscape
-from pmemd.plan import Plan
 from pmemd.report import (
     FORMAT,
     config_json,
@@ -109,48 +108,69 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     target = Target.make(args.root, args.config)
     if not target.root.prefix.is_dir():
         raise UserError(f"--root {args.root}: no such directory")
-    if args.command == "config":
-        loaded = load_config(target)
-        if args.json:
-            print(json.dumps(config_json(loaded), indent=2))
-        else:
-            print(config_text(loaded))
-        return EXIT_OK
-    runner = SubprocessRunner()
-    if args.command == "apply":
-        return _apply(target, runner, dry_run=args.dry_run, as_json=args.json)
-    if args.command == "daemon":
-        from pmemd.daemon import main as daemon_main
+    command = _COMMANDS.get(args.command)
+    if command is None:
+        parser.error(f"unknown command {args.command}")
+    return command(target, args)
 
-        return daemon_main(target, runner)
-    a = assess(target, runner)
-    if args.command == "validate":
-        for issue in a.plan.issues:
-            print(f"{issue_loc(a.loaded, issue.key)}{issue}", file=sys.stderr)
-        if a.plan.errors:
-            return EXIT_ERROR
-        n = len(a.loaded.config.namespaces)
-        files = len(a.loaded.discovery.sources)
-        print(f"ok: {n} namespace{'s' if n != 1 else ''} from {files} file{'s' if files != 1 else ''}, "
-              f"valid for this host")
-        for v in a.plan.namespaces:
-            print(f"  {v.name}: {v.token} ({v.placement})")
-        return EXIT_OK
-    if args.command == "plan":
-        if args.json:
-            print(json.dumps(plan_json(a), indent=2))
-        else:
-            print(plan_text(a))
-        return _plan_exit(a.plan)
-    if args.command == "status":
-        log = _last_actions(target)
-        if args.json:
-            print(json.dumps(status_json(a, log), indent=2))
-        else:
-            print(status_text(a, log))
-        return EXIT_ERROR if a.plan.errors else EXIT_OK
-    parser.error(f"unknown command {args.command}")
-    return EXIT_ERROR
+
+def _print_json(doc: dict[str, Any]) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+def _config(target: Target, args: argparse.Namespace) -> int:
+    loaded = load_config(target)
+    if args.json:
+        _print_json(config_json(loaded))
+    else:
+        print(config_text(loaded))
+    return EXIT_OK
+
+
+def _validate(target: Target, args: argparse.Namespace) -> int:
+    a = assess(target, SubprocessRunner())
+    for issue in a.plan.issues:
+        print(f"{issue_loc(a.loaded, issue.key)}{issue}", file=sys.stderr)
+    if a.plan.errors:
+        return EXIT_ERROR
+    n = len(a.loaded.config.namespaces)
+    files = len(a.loaded.discovery.sources)
+    print(f"ok: {n} namespace{'s' if n != 1 else ''} from {files} file{'s' if files != 1 else ''}, "
+          f"valid for this host")
+    for v in a.plan.namespaces:
+        print(f"  {v.name}: {v.token} ({v.placement})")
+    return EXIT_OK
+
+
+def _plan(target: Target, args: argparse.Namespace) -> int:
+    a = assess(target, SubprocessRunner())
+    if args.json:
+        _print_json(plan_json(a))
+    else:
+        print(plan_text(a))
+    if a.plan.errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if a.plan.actions else EXIT_OK
+
+
+def _status(target: Target, args: argparse.Namespace) -> int:
+    a = assess(target, SubprocessRunner())
+    log = _last_actions(target)
+    if args.json:
+        _print_json(status_json(a, log))
+    else:
+        print(status_text(a, log))
+    return EXIT_ERROR if a.plan.errors else EXIT_OK
+
+
+def _daemon(target: Target, args: argparse.Namespace) -> int:
+    from pmemd.daemon import main as daemon_main
+
+    return daemon_main(target, SubprocessRunner())
+
+
+def _apply_command(target: Target, args: argparse.Namespace) -> int:
+    return _apply(target, SubprocessRunner(), dry_run=args.dry_run, as_json=args.json)
 
 
 def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: bool) -> int:
@@ -194,20 +214,22 @@ def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: 
     return EXIT_OK
 
 
-def _plan_exit(p: Plan) -> int:
-    if p.errors:
-        return EXIT_ERROR
-    return EXIT_CHANGES if p.actions else EXIT_OK
-
-
 def _last_actions(target: Target, count: int = 10) -> list[dict[str, Any]]:
     text = target.root.read_text(ACTION_LOG) or ""
     out = []
     for line in text.splitlines()[-count:]:
         try:
-            out.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             continue
+        if isinstance(entry, dict):  # a damaged line (null, a number) is skipped, not shown
+            out.append(entry)
     return out
+
+
+_COMMANDS: dict[str, Callable[[Target, argparse.Namespace], int]] = {
+    "config": _config, "validate": _validate, "plan": _plan, "status": _status, "apply": _apply_command,
+    "daemon": _daemon,
+}
 
 

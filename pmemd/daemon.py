@@ -18,6 +18,7 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
+from enum import StrEnum
 from types import FrameType
 
 from pmemd.config import ConfigErrors, Loaded
@@ -33,9 +34,15 @@ SETTLE_MAX = 30.0  # at start, wait this long at most for booted regions to get 
 RETRY = (2.0, 4.0, 8.0, 16.0, 32.0, 60.0)  # then look again this often while a device is missing
 
 
+class EventKind(StrEnum):
+    CHANGE = "change"  # a config file changed
+    RELOAD = "reload"  # SIGHUP / systemctl reload
+    STOP = "stop"  # SIGTERM, SIGINT
+
+
 @dataclass
 class Event:
-    kind: str  # change | reload | stop
+    kind: EventKind
     detail: str = ""
 
 
@@ -59,10 +66,11 @@ class Daemon:
     # --- event sources ---------------------------------------------------------------------
 
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.events.put(Event("reload" if signum == signal.SIGHUP else "stop", signal.Signals(signum).name))
+        self.events.put(Event(EventKind.RELOAD if signum == signal.SIGHUP else EventKind.STOP,
+                              signal.Signals(signum).name))
 
     def post_change(self, path: str) -> None:
-        self.events.put(Event("change", path))
+        self.events.put(Event(EventKind.CHANGE, path))
 
     # --- one pass --------------------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class Daemon:
                     ev = self.events.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                if ev.kind == "stop":
+                if ev.kind is EventKind.STOP:
                     return False
                 self.events.put(ev)  # a config change or reload: the first pass sees it anyway
                 time.sleep(0.5)
@@ -146,14 +154,12 @@ class Daemon:
                 got.append(self.events.get(timeout=min(self.debounce, left)))
             except queue.Empty:
                 return got
-            if got[-1].kind == "stop":
+            if got[-1].kind is EventKind.STOP:
                 return got
         return got
 
     def run(self) -> int:
-        old_hup = signal.signal(signal.SIGHUP, self._signal)
-        old_term = signal.signal(signal.SIGTERM, self._signal)
-        old_int = signal.signal(signal.SIGINT, self._signal)
+        old = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
         watcher = None
         if self.watch:
             from pmemd.watch import ConfigWatcher
@@ -162,63 +168,80 @@ class Daemon:
                                     self.target.config_root)
             watcher.start()
         try:
-            if not self.settle():
-                self.notifier.stopping()
-                return 0
-            self.notifier.ready(self.run_pass())
-            ping = watchdog_interval()
-            now = time.monotonic()
-            next_resync = now + self.resync
-            next_ping = now + ping if ping else None
-            retries = 0
-
-            def next_retry() -> float | None:
-                """Soon again while a booted region has no device; after the backoff runs out
-                (a probe that really failed) only the resync looks again."""
-                if not self.devices_pending or retries >= len(RETRY):
-                    return None
-                return time.monotonic() + RETRY[retries]
-
-            retry_at = next_retry()
-            while True:
-                deadline = min(filter(None, (next_resync, next_ping, retry_at)))
-                try:
-                    ev = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    now = time.monotonic()
-                    if next_ping is not None and now >= next_ping:
-                        self.notifier.watchdog()
-                        next_ping = now + (ping or 0)
-                    if now >= next_resync or (retry_at is not None and now >= retry_at):
-                        self.notifier.status(self.run_pass())
-                        next_resync = time.monotonic() + self.resync
-                        retries = retries + 1 if self.devices_pending else 0
-                        retry_at = next_retry()
-                    continue
-                burst = self._drain(ev)
-                if any(e.kind == "stop" for e in burst):
-                    self.notifier.stopping()
-                    return 0
-                reload = any(e.kind == "reload" for e in burst)
-                if reload:
-                    self.notifier.reloading()
-                status = self.run_pass()
-                if reload:
-                    self.notifier.ready(status)
-                else:
-                    self.notifier.status(status)
-                next_resync = time.monotonic() + self.resync
-                retries = 0
-                retry_at = next_retry()
-                if next_ping is not None and time.monotonic() >= next_ping:
-                    self.notifier.watchdog()
-                    next_ping = time.monotonic() + (ping or 0)
+            if self.settle():
+                self.notifier.ready(self.run_pass())
+                self._loop(_Clock.start(resync=self.resync, ping=watchdog_interval()))
+            self.notifier.stopping()
+            return 0
         finally:
             if watcher is not None:
                 watcher.stop()
-            signal.signal(signal.SIGHUP, old_hup)
-            signal.signal(signal.SIGTERM, old_term)
-            signal.signal(signal.SIGINT, old_int)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _loop(self, clock: _Clock) -> None:
+        """Wait for events and timers until a stop request comes in."""
+        clock.passed(devices_pending=self.devices_pending, resync=self.resync, by_timer=False)
+        while True:
+            try:
+                ev = self.events.get(timeout=clock.wait())
+            except queue.Empty:
+                if clock.ping_due():
+                    self.notifier.watchdog()
+                if clock.pass_due():
+                    self.notifier.status(self.run_pass())
+                    clock.passed(devices_pending=self.devices_pending, resync=self.resync, by_timer=True)
+                continue
+            burst = self._drain(ev)
+            if any(e.kind is EventKind.STOP for e in burst):
+                return
+            reload = any(e.kind is EventKind.RELOAD for e in burst)
+            if reload:
+                self.notifier.reloading()
+            status = self.run_pass()
+            (self.notifier.ready if reload else self.notifier.status)(status)
+            clock.passed(devices_pending=self.devices_pending, resync=self.resync, by_timer=False)
+            if clock.ping_due():
+                self.notifier.watchdog()
+
+
+@dataclass
+class _Clock:
+    """When the loop wakes up by itself: the periodic resync, the watchdog ping, and soon-again
+    retries while a booted region has no device (after the backoff runs out, a probe that really
+    failed, only the resync looks again)."""
+
+    resync_at: float
+    ping: float | None
+    ping_at: float | None
+    retry_at: float | None = None
+    retries: int = 0
+
+    @classmethod
+    def start(cls, *, resync: float, ping: float | None) -> _Clock:
+        now = time.monotonic()
+        return cls(now + resync, ping, now + ping if ping else None)
+
+    def wait(self) -> float:
+        deadline = min(t for t in (self.resync_at, self.ping_at, self.retry_at) if t is not None)
+        return max(0.0, deadline - time.monotonic())
+
+    def ping_due(self) -> bool:
+        now = time.monotonic()
+        if self.ping is None or self.ping_at is None or now < self.ping_at:
+            return False
+        self.ping_at = now + self.ping
+        return True
+
+    def pass_due(self) -> bool:
+        now = time.monotonic()
+        return now >= self.resync_at or (self.retry_at is not None and now >= self.retry_at)
+
+    def passed(self, *, devices_pending: bool, resync: float, by_timer: bool) -> None:
+        self.resync_at = time.monotonic() + resync
+        self.retries = self.retries + 1 if by_timer and devices_pending else 0
+        pending = devices_pending and self.retries < len(RETRY)
+        self.retry_at = time.monotonic() + RETRY[self.retries] if pending else None
 
 
 def main(target: Target, runner: Runner) -> int:

@@ -8,8 +8,10 @@ apply killed at any point leaves a state the next apply converges from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from pmemd import state as st
 from pmemd.actions import (
@@ -186,29 +188,15 @@ def _forget(act: Forget, *, fx: HostEffects, book: Book) -> str:
     return f"{act.ns} is no longer managed"
 
 
+_HANDLERS: dict[type[Any], Callable[..., str]] = {
+    SetKernelArgs: set_kernel_args, Reboot: reboot, ClearReboot: clear_reboot, SetMode: _set_mode,
+    Mkfs: _mkfs, Mkdir: _mkdir, Mount: _mount, VerifyDax: _verify_dax, Unmount: _unmount, Forget: _forget,
+}
+
+
 def handle(act: Action, *, fx: HostEffects, book: Book) -> str:
-    """Carry out one action; its result message, or ActionFailed."""
-    match act:
-        case SetKernelArgs():
-            return set_kernel_args(act, fx=fx, book=book)
-        case Reboot():
-            return reboot(act, fx=fx, book=book)
-        case ClearReboot():
-            return clear_reboot(act, fx=fx, book=book)
-        case SetMode():
-            return _set_mode(act, fx=fx, book=book)
-        case Mkfs():
-            return _mkfs(act, fx=fx, book=book)
-        case Mkdir():
-            return _mkdir(act, fx=fx, book=book)
-        case Mount():
-            return _mount(act, fx=fx, book=book)
-        case VerifyDax():
-            return _verify_dax(act, fx=fx, book=book)
-        case Unmount():
-            return _unmount(act, fx=fx, book=book)
-        case Forget():
-            return _forget(act, fx=fx, book=book)
+    """Carry out one action (each type has one handler); its result message, or ActionFailed."""
+    return _HANDLERS[type(act)](act, fx=fx, book=book)
 
 
 def _skip_reason(act: Action, stopped: set[str | None], rebooting: bool) -> str | None:

@@ -35,8 +35,8 @@ class Book:
         self.fx.save_state(owned)
 
 
-def _roll_back(act: SetKernelArgs, lay: BootLayout, *, fx: HostEffects, book: Book, mark: int,
-               before: st.Owned, regenerate: bool) -> str:
+def _roll_back(act: SetKernelArgs, *, fx: HostEffects, book: Book, mark: int, before: st.Owned,
+               regenerate: bool) -> str:
     """Put the backed-up files back. The state file forgets the new tokens only when the boot
     config is provably the old one again; otherwise they stay pmemd's, so it can remove them."""
     keep = f"pmemd keeps counting {' '.join(act.add)} as its own so it can remove them later"
@@ -47,7 +47,7 @@ def _roll_back(act: SetKernelArgs, lay: BootLayout, *, fx: HostEffects, book: Bo
         fx.restore(path, existed=existed)
     if regenerate:
         try:
-            lay.regenerate(fx)
+            bootloader.layout(act.layout).regenerate(fx)
         except BootLoaderError as exc:
             return f"the previous files were restored but regenerating failed ({exc}); {keep}"
     book.save(replace(book.owned, kernel_args=before.kernel_args, backend=before.backend))
@@ -85,11 +85,11 @@ def set_kernel_args(act: SetKernelArgs, *, fx: HostEffects, book: Book) -> str:
     try:
         lay.write(fx, desired=act.add, remove=act.remove)
     except (BootLoaderError, OSError) as exc:
-        undo = _roll_back(act, lay, fx=fx, book=book, mark=mark, before=before, regenerate=False)
+        undo = _roll_back(act, fx=fx, book=book, mark=mark, before=before, regenerate=False)
         raise ActionFailed(f"{act.layout}: {exc}; {undo}") from None
     problem = fx.confirm("the next-boot arguments read back", lambda: _readback_problem(act, lay, fx))
     if problem:
-        undo = _roll_back(act, lay, fx=fx, book=book, mark=mark, before=before, regenerate=True)
+        undo = _roll_back(act, fx=fx, book=book, mark=mark, before=before, regenerate=True)
         raise ActionFailed(f"{problem}; {undo}")
     book.save(replace(book.owned, kernel_args=act.add, backend=act.layout.value))
     return f"next boot: {' '.join(act.add) or '(no pmemd arguments)'}"

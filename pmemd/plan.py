@@ -59,16 +59,13 @@ def plan(config: Config, facts: HostFacts, owned: Owned) -> Plan:
         return Plan((), tuple(found), (), notes=facts.boot.notes)
     boot = boot_args(config, facts, owned, placements)
     reboot_needed, gate = reboot_gate(config, facts, owned, boot)
-    next_set = set(boot.next_args or ())
-    running = set(facts.cmdline.tokens)
     views: list[NamespaceView] = []
     actions: list[Action] = [*boot.actions, *gate]
     issues: list[Issue] = [*found, *_limit_warnings(facts), *boot.issues, *_nested_mounts(config)]
     after: list[str] = []
     for name in sorted(config.namespaces, key=lambda n: placements[n].start):
         ns, p = config.namespaces[name], placements[name]
-        chain = namespace_chain(name, ns, p, facts=facts, owned=owned, configured=p.token in next_set,
-                                booted=p.token in running)
+        chain = namespace_chain(name, ns, p, facts=facts, owned=owned)
         actions.extend(chain.actions)
         issues.extend(chain.issues)
         views.append(chain.view)

@@ -83,10 +83,10 @@ def after_reboot(name: str, ns: Namespace, p: Placement, facts: HostFacts) -> li
     return steps
 
 
-def namespace_chain(name: str, ns: Namespace, p: Placement, *, facts: HostFacts, owned: Owned,
-                    configured: bool, booted: bool) -> Chain:
-    """The chain of one namespace of the config, given whether its token is configured / booted."""
-    if not booted:
+def namespace_chain(name: str, ns: Namespace, p: Placement, *, facts: HostFacts, owned: Owned) -> Chain:
+    """The chain of one namespace of the config."""
+    configured = p.token in (facts.boot.default_args or ())
+    if p.token not in facts.cmdline.tokens:
         running = Running.CONFIGURED if configured else Running.DECLARED
         return Chain(NamespaceView(name=name, start=p.start, size=p.size, token=p.token, placement=p.why,
                                    configured=configured, running=running))

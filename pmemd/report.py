@@ -172,40 +172,40 @@ def summary_line(a: Assessment) -> str:
     return f"in sync: {total} namespace(s) present"
 
 
-def status_text(a: Assessment, log: list[dict[str, Any]]) -> str:
-    j = status_json(a, log)
-    out = [j["summary"], ""]
-    header = f"{'NAMESPACE':<12} {'DESIRED':<22} {'CONFIGURED':<11} {'RUNNING':<10} DEVICE / MOUNT"
-    out.append(header)
-    for n in j["namespaces"]:
+def _pmem_args(args: tuple[str, ...]) -> str:
+    return " ".join(t for t in args if t.startswith(("memmap=", "nokaslr"))) or "(no memmap)"
+
+
+def _namespace_rows(namespaces: list[dict[str, Any]]) -> list[str]:
+    out = [f"{'NAMESPACE':<12} {'DESIRED':<22} {'CONFIGURED':<11} {'RUNNING':<10} DEVICE / MOUNT"]
+    for n in namespaces:
         dev = n["device"] or "-"
         if n["mount"]:
             dev += f" on {n['mount']}" + (" (dax)" if n["dax"] else " (NO DAX)")
         out.append(f"{n['name']:<12} {n['desired']['token']:<22} {'yes' if n['configured'] else 'no':<11} "
                    f"{n['running']:<10} {dev}")
-        for d in n["diagnosis"]:
-            out.append(f"{'':<12} ! {d}")
-    if not j["namespaces"]:
+        out.extend(f"{'':<12} ! {d}" for d in n["diagnosis"])
+    if not namespaces:
         out.append("(no namespaces)")
-    out.append("")
-    def pmem_args(args: tuple[str, ...]) -> str:
-        return " ".join(t for t in args if t.startswith(("memmap=", "nokaslr"))) or "(no memmap)"
+    return out
 
-    out.append(f"running args:   {pmem_args(a.facts.cmdline.tokens)}")
+
+def status_text(a: Assessment, log: list[dict[str, Any]]) -> str:
+    j = status_json(a, log)
+    out = [j["summary"], "", *_namespace_rows(j["namespaces"]), ""]
+    out.append(f"running args:   {_pmem_args(a.facts.cmdline.tokens)}")
     nxt = a.plan.next_boot_args
-    out.append(f"next-boot args: {pmem_args(nxt) if nxt is not None else 'unknown'}")
+    out.append(f"next-boot args: {_pmem_args(nxt) if nxt is not None else 'unknown'}")
     if j["pending_reboot"]:
         pr = j["pending_reboot"]
         out.append(f"pending reboot: since {pr['since']} (boot {pr['boot_id']}): {pr['reason']}"
                    + (f", scheduled for {pr['scheduled_for']}" if pr["scheduled_for"] else ""))
-    for issue in a.plan.issues:
-        out.append(str(issue))
+    out.extend(str(issue) for issue in a.plan.issues)
     if j["pending_actions"]:
         out.append("pending actions (run `pmemd plan` for details):")
         out.extend(f"  - {s}" for s in j["pending_actions"])
     if log:
         out.append("last actions:")
-        for e in log:
-            out.append(f"  {e.get('time', '?')} {e.get('action', '?')} {e.get('namespace') or ''} "
-                       f"{e.get('result', '?')}: {e.get('message', '')}")
+        out.extend(f"  {e.get('time', '?')} {e.get('action', '?')} {e.get('namespace') or ''} "
+                   f"{e.get('result', '?')}: {e.get('message', '')}" for e in log)
     return "\n".join(out)

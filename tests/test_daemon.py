@@ -185,7 +185,7 @@ def test_a_booted_region_without_its_device_is_looked_at_again_soon(tmp_path: Pa
         times.append(time.monotonic())
         dm.devices_pending = len(times) < 3  # the device shows up before the third pass
         if len(times) == 3:
-            dm.events.put(d.Event("stop"))
+            dm.events.put(d.Event(d.EventKind.STOP))
         return f"pass {len(times)}"
 
     monkeypatch.setattr(dm, "settle", lambda: True)
@@ -226,7 +226,7 @@ def test_retries_end_when_the_backoff_is_used_up(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(dm, "settle", lambda: True)
     monkeypatch.setattr(dm, "run_pass", fake_pass)
-    threading.Timer(1.0, lambda: dm.events.put(d.Event("stop"))).start()
+    threading.Timer(1.0, lambda: dm.events.put(d.Event(d.EventKind.STOP))).start()
     assert dm.run() == 0
     assert len(passes) == 3  # the first pass and one per backoff step, then quiet until the stop
 
@@ -255,7 +255,7 @@ def test_settle_survives_a_damaged_state_file_and_honours_a_stop(tmp_path: Path,
     monkeypatch.setattr(d, "assess", lambda *a, **kw: Pending)
     monkeypatch.setattr(dm, "load", lambda: object())
     monkeypatch.setattr(dm, "run_pass", lambda: pytest.fail("no pass after a stop request"))
-    dm.events.put(d.Event("stop"))
+    dm.events.put(d.Event(d.EventKind.STOP))
     t0 = time.monotonic()
     assert dm.run() == 0
     assert time.monotonic() - t0 < 5 and [m.split("\n")[0] for m in sent] == ["STOPPING=1"]

@@ -924,3 +924,13 @@ def test_absent_state_file_is_empty() -> None:
     from pmemd.state import loads
 
     assert loads(None) == Owned() and loads("  \n") == Owned()
+
+
+def test_every_action_type_has_exactly_one_handler_and_a_distinct_kind() -> None:
+    from typing import get_args
+
+    from pmemd.execute import _HANDLERS
+
+    types = get_args(Action)
+    assert set(types) == set(_HANDLERS)
+    assert sorted(t.kind.value for t in types) == sorted(k.value for k in Kind)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_daemon import GOOD_EMPTY, GOOD_ONE, Notify, make_sdboot_tree, write_atomic  # noqa: E402
 
-from pmemd.daemon import Daemon, Event  # noqa: E402
+from pmemd.daemon import Daemon, Event, EventKind  # noqa: E402
 from pmemd.engine import Target  # noqa: E402
 from pmemd.journal import Journal  # noqa: E402
 from pmemd.notify import Notifier  # noqa: E402
@@ -99,7 +99,7 @@ def storm() -> None:
                 write_atomic(root / "etc/pmem.yaml", GOOD_ONE if i % 2 else GOOD_EMPTY)
                 time.sleep(max(0.0, start + (i + 1) * 0.01 - time.monotonic()))
             time.sleep(1.0)
-            d.events.put(Event("stop"))
+            d.events.put(Event(EventKind.STOP))
 
         t = threading.Thread(target=writer)
         t.start()
