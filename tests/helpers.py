@@ -332,8 +332,8 @@ class HostTree:
     def reboot(self, boot_id: str) -> tuple[str, ...]:
         """Simulate the next boot: the kernel gets the boot loader's default entry, makes one e820
         region (pmemN, blank) per memmap=!, and pmem mounts are gone. Returns the new cmdline."""
-        from pmemd.fsroot import Root
         from pmemd.bootloader import read_boot_config
+        from pmemd.fsroot import Root
         from pmemd.parse import parse_cmdline
 
         args = read_boot_config(Root(self.path)).default_args or ()

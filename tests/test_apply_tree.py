@@ -34,6 +34,7 @@ from helpers import (
 )
 
 from pmemd import cli
+from pmemd.actions import SetKernelArgs
 from pmemd.bootloader.grub import render_dropin
 from pmemd.bootloader.syntax import parse_bls_entry, parse_grub_cfg
 from pmemd.engine import PassResult, Target, apply
@@ -153,7 +154,8 @@ def test_removing_a_namespace_removes_only_pmemds_token(tmp_path: Path, runner: 
     t.config(EXAMPLE.replace("  bulk:", "  gone-bulk:").split("  gone-bulk:")[0])  # drop 'bulk'
     passes = run_apply(t, runner)
     assert outcomes(passes)[0] == ("set-kernel-args", "ok")
-    assert passes[0].plan.actions[0].remove == ("memmap=512M!4G",)
+    (first, *_) = passes[0].plan.actions
+    assert isinstance(first, SetKernelArgs) and first.remove == ("memmap=512M!4G",)
     assert t.read("/etc/default/grub.d/99-pmemd.cfg") == render_dropin(("memmap=1G!5G", "nokaslr"))
     assert t.read("/etc/default/grub") == user_grub
     for args in grub_linux_args(t):
@@ -385,7 +387,8 @@ def test_reboot_schedule_uses_systemd_calendar_and_systemctl_when(
     t, _ = debian
     with_policy(t, "schedule")
     t.boot_id("11111111-2222-3333-4444-555555555555")
-    runner.expect(*in_root(t.path, "systemd-analyze", "calendar", "--iterations=1"), "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
+    runner.expect(*in_root(t.path, "systemd-analyze", "calendar", "--iterations=1"), "Sun 03:00",
+                  stdout=SYSTEMD_ANALYZE_CALENDAR)
     runner.expect(*in_root(t.path, "systemctl", "--help"), stdout=SYSTEMCTL_HELP_257)
     runner.expect(*in_root(t.path, "systemctl", "reboot", "--when=2026-11-29 03:00:00"))
     passes = run_apply(t, runner)
@@ -411,7 +414,8 @@ def test_reboot_schedule_with_an_old_systemctl_uses_shutdown(debian: tuple[HostT
                                                              runner: RecordingRunner) -> None:
     t, _ = debian
     with_policy(t, "schedule")
-    runner.expect(*in_root(t.path, "systemd-analyze", "calendar", "--iterations=1"), "Sun 03:00", stdout=SYSTEMD_ANALYZE_CALENDAR)
+    runner.expect(*in_root(t.path, "systemd-analyze", "calendar", "--iterations=1"), "Sun 03:00",
+                  stdout=SYSTEMD_ANALYZE_CALENDAR)
     runner.expect(*in_root(t.path, "systemctl", "--help"), stdout="systemctl [OPTIONS...] COMMAND ...\n")
     runner.expect(*in_root(t.path, "shutdown", "-r", re.compile(r"\+[0-9]+"), "pmemd: memmap= changed"))
     passes = run_apply(t, runner)

@@ -79,8 +79,8 @@ def test_plan_json_shape(plain: HostTree) -> None:
     assert r.returncode == 2, r.stderr
     j = json.loads(r.stdout)
     assert j["format"] == 1
-    assert set(j) == {"format", "in_sync", "bootloader", "desired_args", "next_boot_args", "running_args", "reboot_needed",
-                      "actions", "after_reboot", "issues", "namespaces", "notes"}
+    assert set(j) == {"format", "in_sync", "bootloader", "desired_args", "next_boot_args", "running_args",
+                      "reboot_needed", "actions", "after_reboot", "issues", "namespaces", "notes"}
     assert j["in_sync"] is False and j["reboot_needed"] is True
     assert j["bootloader"]["layout"] == "grub"
     assert j["desired_args"] == list(TOKENS)

@@ -7,12 +7,14 @@ as a subprocess with real signals and nothing is faked.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,14 @@ GOOD_ONE = (
     "namespaces:\n  fast:\n    size: 1G\n    offset: 5G\n"
 )
 BROKEN = "version: 1\nnamespaces:\n  fast:\n    size: [1G\n"
+
+
+def recorder(into: list[str]) -> Callable[[str], bool]:
+    """An sd_notify sender that keeps every message."""
+    def send(msg: str) -> bool:
+        into.append(msg)
+        return True
+    return send
 
 
 def make_sdboot_tree(root: Path) -> None:
@@ -178,7 +188,7 @@ def test_a_booted_region_without_its_device_is_looked_at_again_soon(tmp_path: Pa
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     sent: list[str] = []
     dm = d.Daemon(Target.make(str(tmp_path)), runner=None, journal=Journal(),  # type: ignore[arg-type]
-                  notifier=Notifier(lambda msg: sent.append(msg) or True), watch=False)
+                  notifier=Notifier(recorder(sent)), watch=False)
     times: list[float] = []
 
     def fake_pass() -> str:
@@ -192,7 +202,7 @@ def test_a_booted_region_without_its_device_is_looked_at_again_soon(tmp_path: Pa
     monkeypatch.setattr(dm, "run_pass", fake_pass)
     assert dm.run() == 0
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 0.05 <= gaps[0] < 5 and 0.1 <= gaps[1] < 5, gaps  # the backoff, not the resync
     assert sent[0] == "READY=1\nSTATUS=pass 1" and "STATUS=pass 3" in sent
 
@@ -204,7 +214,7 @@ def _in_process_daemon(tmp_path: Path, sent: list[str]) -> Any:
     from pmemd.notify import Notifier
 
     return d.Daemon(Target.make(str(tmp_path)), runner=None, journal=Journal(),  # type: ignore[arg-type]
-                    notifier=Notifier(lambda msg: sent.append(msg) or True), watch=False)
+                    notifier=Notifier(recorder(sent)), watch=False)
 
 
 def test_retries_end_when_the_backoff_is_used_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,13 +257,13 @@ def test_settle_survives_a_damaged_state_file_and_honours_a_stop(tmp_path: Path,
 
     # a SIGTERM while the devices are awaited ends the daemon before any pass
     class Pending:
-        class plan:  # noqa: N801
+        class plan:
             namespaces = (type("V", (), {"device_pending": True})(),)
 
     sent: list[str] = []
     dm = _in_process_daemon(tmp_path, sent)
     monkeypatch.setattr(d, "assess", lambda *a, **kw: Pending)
-    monkeypatch.setattr(dm, "load", lambda: object())
+    monkeypatch.setattr(dm, "load", object)
     monkeypatch.setattr(dm, "run_pass", lambda: pytest.fail("no pass after a stop request"))
     dm.events.put(d.Event(d.EventKind.STOP))
     t0 = time.monotonic()

@@ -17,26 +17,28 @@ from helpers import BIG_64G, GIB, QEMU_PC_16G, HostTree, RecordingRunner, config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmemd.facts import HostFacts, IomemEntry, MountEntry, NdNamespace, NdRegion, PathFact, Signature
-from pmemd.fsroot import Root
-from pmemd.model import Config
-from pmemd.observe import observe
-from pmemd.parse import parse_cmdline
 from pmemd.actions import (
+    Action,
     ClearReboot,
     Forget,
     Kind,
     Label,
     Mkdir,
     Mkfs,
+    MkfsReason,
     Mount,
     Reboot,
     SetKernelArgs,
     SetMode,
     Unmount,
+    to_json,
 )
-from pmemd.actions import Action, MkfsReason, to_json
 from pmemd.diagnose import diagnose
+from pmemd.facts import HostFacts, IomemEntry, MountEntry, NdNamespace, NdRegion, PathFact, Signature
+from pmemd.fsroot import Root
+from pmemd.model import Config
+from pmemd.observe import observe
+from pmemd.parse import parse_cmdline
 from pmemd.plan import Plan, plan
 from pmemd.plan_fs import dax_option, mkfs_argv, xfs_needs_reflink0
 from pmemd.state import Owned, OwnedFs, OwnedNamespace, PendingReboot
@@ -82,7 +84,8 @@ def booted(*, tokens: tuple[str, ...] = (TOK,), sig: Signature | None = None, **
     kw.setdefault("iomem", (legacy(5 * GIB, GIB),))
     kw.setdefault("signatures", (sig or Signature("/dev/pmem0", True),))
     kw.setdefault("owned_tokens", tokens)
-    return make_facts(cmdline="root=/dev/vda1 ro " + " ".join(tokens), **kw)
+    facts: HostFacts = make_facts(cmdline="root=/dev/vda1 ro " + " ".join(tokens), **kw)
+    return facts
 
 
 OWNED = Owned(kernel_args=(TOK,), backend="grub", namespaces={"fast": OwnedNamespace(5 * GIB, GIB)})
@@ -296,8 +299,9 @@ def test_region_whose_namespace_has_no_block_device_is_failed() -> None:
     p = plan(config({"fast": FAST}), facts, OWNED)
     assert p.actions == ()
     assert p.namespaces[0].running == "failed" and p.namespaces[0].device_pending
-    assert p.namespaces[0].diagnosis == ("region0 exists but its namespace has no device (not probed yet, or the probe failed)",
-                                         "nd_pmem: probe of namespace0.0 failed with error -95")
+    assert p.namespaces[0].diagnosis == (
+        "region0 exists but its namespace has no device (not probed yet, or the probe failed)",
+        "nd_pmem: probe of namespace0.0 failed with error -95")
 
 
 @pytest.mark.parametrize(("regions", "diagnosis"), [

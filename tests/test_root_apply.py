@@ -279,8 +279,7 @@ def test_symlink_on_mount_path_is_refused(host: rf.HostTree, tmp_path: Path, abs
 
 def test_symlink_appearing_after_the_plan_is_refused_by_the_executor(host: rf.HostTree, tmp_path: Path) -> None:
     """The executor checks again: a link planted between plan and mkdir/mount is not followed."""
-    from pmemd.engine import Target, assess
-    from pmemd.engine import apply_pass
+    from pmemd.engine import Target, apply_pass, assess
     from pmemd.journal import Journal
     from pmemd.runner import SubprocessRunner
 

@@ -190,8 +190,7 @@ def test_changed_filesystem_type_is_not_reformatted_silently(host: rf.HostTree) 
 @rf.needs("mkswap")
 def test_signature_appearing_after_the_plan_stops_mkfs(tmp_path: Path) -> None:
     """The executor probes again right before mkfs: the plan may be seconds old."""
-    from pmemd.engine import Target, assess
-    from pmemd.engine import apply_pass
+    from pmemd.engine import Target, apply_pass, assess
     from pmemd.journal import Journal
     from pmemd.runner import SubprocessRunner
 

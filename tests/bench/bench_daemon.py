@@ -88,7 +88,7 @@ def storm() -> None:
         write_atomic(root / "etc/pmem.yaml", GOOD_EMPTY)
         target = Target.make(str(root))
         statuses: list[str] = []
-        notifier = Notifier(send=lambda m: statuses.append(m) is None)
+        notifier = Notifier(send=lambda m: not statuses.append(m))  # type: ignore[func-returns-value]
         d = Daemon(target, SubprocessRunner(), Journal(root=None, sender=None, use_journal=False), notifier)
 
         def writer() -> None:

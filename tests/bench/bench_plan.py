@@ -54,7 +54,8 @@ def build(root: Path) -> Path:
                        f"    filesystem: {{type: ext4}}\n    mount: {{path: /pmem/ns{i:02d}}}\n")
         if i < 16:
             tokens.append(f"memmap=1G!{render(at)}")
-            iomem.append(f"{at:x}-{at + GIB - 1:x} : Persistent Memory (legacy)\n  {at:x}-{at + GIB - 1:x} : namespace{i}.0\n")
+            end = at + GIB - 1
+            iomem.append(f"{at:x}-{end:x} : Persistent Memory (legacy)\n  {at:x}-{end:x} : namespace{i}.0\n")
             r = nd / f"region{i}"
             (r / f"namespace{i}.0/block/pmem{i}").mkdir(parents=True)
             (r / "resource").write_text(f"{at:#x}\n")
@@ -63,9 +64,11 @@ def build(root: Path) -> Path:
             (r / f"namespace{i}.0/mode").write_text("memory\n")
             (r / f"namespace{i}.0/size").write_text(f"{GIB}\n")
             os.symlink(f"../../../devices/platform/e820_pmem/ndbus0/region{i}", bus / f"region{i}")
-            mounts.append(f"{100 + i} 1 259:{i} / /pmem/ns{i:02d} rw,relatime shared:1 - ext4 /dev/pmem{i} rw,dax=always\n")
+            mounts.append(f"{100 + i} 1 259:{i} / /pmem/ns{i:02d} rw,relatime shared:1 - ext4 /dev/pmem{i} "
+                          "rw,dax=always\n")
     for i in range(10_000 - len(mounts)):
-        mounts.append(f"{1000 + i} 1 0:{50 + i % 200} / /srv/m{i} rw,nosuid,nodev shared:9 - tmpfs tmpfs rw,size=1024k\n")
+        mounts.append(f"{1000 + i} 1 0:{50 + i % 200} / /srv/m{i} rw,nosuid,nodev shared:9 - tmpfs tmpfs "
+                      "rw,size=1024k\n")
     (root / "proc/self/mountinfo").write_text("".join(mounts))
     (root / "proc/iomem").write_text("".join(iomem))
     (root / "proc/cmdline").write_text("root=/dev/sda1 ro " + " ".join(tokens) + "\n")
