@@ -6,7 +6,8 @@ CLI::
     python3 tests/e2e/guest.py build [--force]         # build/refresh the cached image
     python3 tests/e2e/guest.py probe                   # which accelerator (kvm|tcg) works
     python3 tests/e2e/guest.py run --job job.sh [--file F ...] [--append 'memmap=1G!5G']
-                               [--grub] [--channel 9p|disk] [--nvdimm 1G] [--out DIR]
+                               [--grub | --mode uefi-grub|sdboot] [--channel 9p|disk]
+                               [--nvdimm 1G] [--out DIR]
 
 API (for pytest)::
 
@@ -21,6 +22,11 @@ another boot; the default is power-off). QEMU always runs with -no-reboot on a
 throw-away qcow2 overlay of the cached disk; a guest reboot ends the qemu process
 with "reboot: Restarting system" on the console, and the harness starts qemu again
 on the same overlay. "reboot: Power down" ends the run.
+
+Boot modes (MODES): "kernel" (direct -kernel/-initrd of the BIOS image), "grub" (SeaBIOS,
+GRUB from the MBR), "uefi-grub" (OVMF, GRUB EFI from the ESP's removable path), "sdboot"
+(OVMF, systemd-boot). The UEFI modes run -machine q35 with OVMF_CODE_4M.fd read-only and a
+private copy of OVMF_VARS_4M.fd per run, kept across that run's reboots.
 """
 
 from __future__ import annotations
@@ -49,7 +55,14 @@ if str(HERE) not in sys.path:
 import build  # noqa: E402
 from build import Image, cache_dir, ensure_image, log, step  # noqa: E402
 
+__all__ = ["MODES", "BootInfo", "GuestError", "GuestPanic", "Image", "RunResult", "accel", "cache_dir",
+           "ensure_image", "log", "run_job", "skip_reason", "step"]
+
 QEMU = "qemu-system-x86_64"
+# boot mode -> image layout (build.LAYOUTS)
+MODES = {"kernel": "bios", "grub": "bios", "uefi-grub": "uefi-grub", "sdboot": "sdboot"}
+OVMF_CODE = Path(os.environ.get("PMEMD_E2E_OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd"))
+OVMF_VARS = Path(os.environ.get("PMEMD_E2E_OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd"))
 DEFAULT_MEM = "8G"
 DIRECT_APPEND = "root=/dev/vda1 ro console=ttyS0,115200 quiet"
 PROBE_SECONDS = 25.0
@@ -91,16 +104,22 @@ class GuestPanic(GuestError):
     """The guest kernel panicked (seen now and then under TCG; the run is retried)."""
 
 
-def skip_reason() -> str | None:
-    """Why the e2e harness cannot run here (None if it can)."""
+def skip_reason(mode: str = "grub") -> str | None:
+    """Why the e2e harness cannot run guests of boot `mode` here (None if it can)."""
     if os.geteuid() != 0:
         return "e2e guest tests need root (debootstrap, loop devices, chroot, 9p)"
-    missing = [t for t in (QEMU, "qemu-img", "debootstrap", "sfdisk", "losetup", "partx",
-                           "mkfs.ext4", "chroot", "debugfs") if shutil.which(t) is None]
+    tools = [QEMU, "qemu-img", "debootstrap", "sfdisk", "losetup", "partx", "mkfs.ext4", "chroot", "debugfs"]
+    if build.layout_of(MODES[mode]).firmware == "uefi":
+        tools.append("mkfs.vfat")
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         return ("missing host tools: " + ", ".join(missing) +
                 " (apt-get install -y --no-install-recommends qemu-system-x86 qemu-utils"
-                " debootstrap fdisk e2fsprogs)")
+                " debootstrap fdisk e2fsprogs dosfstools)")
+    if build.layout_of(MODES[mode]).firmware == "uefi":
+        gone = [str(p) for p in (OVMF_CODE, OVMF_VARS) if not p.is_file()]
+        if gone:
+            return "no OVMF firmware: " + ", ".join(gone) + " (apt-get install ovmf)"
     return None
 
 
@@ -289,18 +308,24 @@ class RunResult:
 
 def _qemu_cmd(*, image: Image, overlay: Path, accel_name: str, mode: str, append: str,
               channel: str, jobdir: Path, jobdisk: Path | None, nvdimm: Path | None,
-              nvdimm_size: int, mem: str, smp: int, extra: Sequence[str]) -> list[str]:
-    machine = "pc"
+              nvdimm_size: int, mem: str, smp: int, extra: Sequence[str],
+              vars_fd: Path | None = None) -> list[str]:
+    uefi = vars_fd is not None
+    # UEFI: q35 (OVMF's usual machine; a VARS file is never shared across machine types)
+    machine = "q35" if uefi else "pc"
     memarg = mem
-    cmd = [QEMU, "-name", "pmemd-e2e"]
+    cmd = [QEMU, "-name", f"pmemd-e2e-{mode}"]
     if nvdimm is not None:
         machine += ",nvdimm=on"
         maxmem = parse_size(mem) + max(nvdimm_size, 1 << 30) + (8 << 30)
         memarg = f"{mem},slots=2,maxmem={maxmem >> 20}M"
     cmd += ["-machine", machine, "-m", memarg, "-smp", str(smp), *ACCEL_ARGS[accel_name],
             "-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
-            "-serial", "stdio", "-no-reboot",
-            "-drive", f"file={overlay},if=virtio,format=qcow2"]
+            "-serial", "stdio", "-no-reboot"]
+    if uefi:
+        cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}"]
+    cmd += ["-drive", f"file={overlay},if=virtio,format=qcow2"]
     if mode == "kernel":
         cmd += ["-kernel", str(image.kernel), "-initrd", str(image.initrd),
                 "-append", f"{DIRECT_APPEND} {append}".strip()]
@@ -327,7 +352,9 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str =
 
     mode: "kernel" = direct kernel boot (-kernel/-initrd/-append, `append` is added to
           the command line); "grub" = SeaBIOS boots GRUB from the disk (the guest's own
-          grub.cfg decides the command line; `append` must be empty).
+          grub.cfg decides the command line; `append` must be empty); "uefi-grub" = OVMF boots
+          GRUB EFI, "sdboot" = OVMF boots systemd-boot, each from its own image (`append`
+          must be empty; the guest's boot config decides).
     channel: "9p" (virtio-9p share) or "disk" (a second virtio disk labelled HARNESS).
     nvdimm: size of a QEMU NVDIMM to add (e.g. "1G"), backed by a sparse temp file.
     out_dir: where to put the results (created; default: a new /tmp/pmemd-e2e-out-*).
@@ -387,15 +414,17 @@ def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
               nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
               boot_timeout: float | None, max_boots: int, out: Path, image: Image | None,
               verbose: bool | None) -> RunResult:
-    if mode not in ("kernel", "grub"):
-        raise ValueError("mode must be 'kernel' or 'grub'")
-    if mode == "grub" and append:
-        raise ValueError("append only works with mode='kernel' (GRUB mode: edit grub in the job)")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if mode != "kernel" and append:
+        raise ValueError("append only works with mode='kernel' (other modes: edit the boot config in the job)")
     if channel not in ("9p", "disk"):
         raise ValueError("channel must be '9p' or 'disk'")
     if verbose is None:
         verbose = bool(os.environ.get("PMEMD_E2E_VERBOSE"))
-    image = image or ensure_image()
+    image = image or ensure_image(layout=MODES[mode])
+    if image.layout.name != MODES[mode]:
+        raise ValueError(f"mode {mode!r} boots a {MODES[mode]} image, not {image.layout.name}")
     accel_name = accel(image)
     if smp is None:
         smp = int(os.environ.get("PMEMD_E2E_SMP", "1" if accel_name == "tcg" else "2"))
@@ -428,14 +457,21 @@ def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
             nv_file = work / "nvdimm.img"
             with open(nv_file, "wb") as fh:
                 fh.truncate(nv_size)
+        vars_fd = None
+        if image.layout.firmware == "uefi":
+            # this run's own EFI variable store, kept across its reboots (one-shot entries,
+            # BootOrder ...); a fresh overlay after a panic gets a fresh copy too
+            vars_fd = work / "OVMF_VARS.fd"
+            shutil.copyfile(OVMF_VARS, vars_fd)
         cmd = _qemu_cmd(image=image, overlay=overlay, accel_name=accel_name, mode=mode,
                         append=append, channel=channel, jobdir=jobdir, jobdisk=jobdisk,
-                        nvdimm=nv_file, nvdimm_size=nv_size, mem=mem, smp=smp, extra=qemu_args)
-        log(f"accel: {accel_name}; mode: {mode}; channel: {channel}")
+                        nvdimm=nv_file, nvdimm_size=nv_size, mem=mem, smp=smp, extra=qemu_args,
+                        vars_fd=vars_fd)
+        log(f"accel: {accel_name}; mode: {mode} ({image.dir.name}); channel: {channel}")
         log("qemu: " + shlex.join(cmd))
         for n in range(1, max_boots + 1):
             result.qemu_cmds.append(cmd)
-            info = _one_boot(cmd, n, out, boot_timeout, verbose)
+            info = _one_boot(cmd, n, out, boot_timeout, verbose, tag=mode)
             result.boots.append(info)
             if info.end == "poweroff":
                 break
@@ -467,10 +503,10 @@ def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
             "image": image.manifest.get("kernel"),
         }, indent=1) + "\n")
         build.safe_rmtree(work)
-        log(f"run: {len(result.boots)} boot(s) in {time.monotonic() - t_run:.1f} s; results in {out}")
+        log(f"[{mode}] run: {len(result.boots)} boot(s) in {time.monotonic() - t_run:.1f} s; results in {out}")
 
 
-def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool) -> BootInfo:
+def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool, tag: str = "") -> BootInfo:
     console_log = out / f"console-boot{n}.log"
     t0 = time.monotonic()
     proc, con = _start_qemu(cmd, console_log, echo=verbose)
@@ -496,7 +532,7 @@ def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool) 
             raise GuestError(f"boot {n}: qemu exited (rc {proc.returncode}) without "
                              f"'reboot: Power down' or 'reboot: Restarting system'; "
                              f"console tail:\n{con.tail()}")
-        log(f"boot {n}: {secs:.1f} s, ended with {'reboot' if ev == 'restart' else 'power-off'}"
+        log(f"[{tag}] boot {n}: {secs:.1f} s, ended with {'reboot' if ev == 'restart' else 'power-off'}"
             + (f" (kernel up at {con.linux_version_at:.1f} s)" if con.linux_version_at else ""))
         return BootInfo(number=n, seconds=secs, end=ev, console=console_log)
     finally:
@@ -516,12 +552,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the cached guest image if the recipe changed")
     b.add_argument("--force", action="store_true")
+    b.add_argument("--layout", choices=sorted(set(MODES.values())), default="bios")
     sub.add_parser("probe", help="probe kvm vs tcg (boots the kernel under KVM)")
     r = sub.add_parser("run", help="run a job in a guest, print the result dir")
     r.add_argument("--job", required=True, help="shell script run as job.sh on every boot")
     r.add_argument("--file", action="append", default=[], help="copied to $HARNESS_FILES/")
     r.add_argument("--append", default="", help="extra kernel args (direct-kernel mode)")
-    r.add_argument("--grub", action="store_true", help="boot the disk through GRUB")
+    r.add_argument("--grub", action="store_true", help="boot the disk through GRUB (= --mode grub)")
+    r.add_argument("--mode", choices=sorted(MODES), help="boot mode (default kernel)")
     r.add_argument("--channel", choices=("9p", "disk"), default="9p")
     r.add_argument("--nvdimm", metavar="SIZE", help="add a QEMU NVDIMM of SIZE (e.g. 1G)")
     r.add_argument("--mem", default=DEFAULT_MEM)
@@ -532,19 +570,24 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-v", "--verbose", action="store_true", help="echo the serial console")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
-    reason = skip_reason()
+    mode = "grub"
+    if args.cmd == "run":
+        mode = args.mode or ("grub" if args.grub else "kernel")
+    elif args.cmd == "build":
+        mode = next(m for m, lay in MODES.items() if lay == args.layout)
+    reason = skip_reason(mode)
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     if args.cmd == "build":
-        print(ensure_image(force=args.force).dir)
+        print(ensure_image(force=args.force, layout=args.layout).dir)
         return 0
     if args.cmd == "probe":
         print(accel())
         return 0
     try:
         res = run_job(Path(args.job).read_text(), files=args.file,
-                      mode="grub" if args.grub else "kernel", append=args.append,
+                      mode=mode, append=args.append,
                       channel=args.channel, nvdimm=args.nvdimm, qemu_args=args.qemu_arg,
                       mem=args.mem, boot_timeout=args.timeout, max_boots=args.max_boots,
                       out_dir=args.out, verbose=args.verbose)
