@@ -40,9 +40,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SUITE = "trixie"
@@ -182,7 +183,7 @@ def mirror() -> str:
 
 # --------------------------------------------------------------------------- helpers
 
-def run(cmd: list[str], *, log_to: Path | None = None, **kw) -> subprocess.CompletedProcess:
+def run(cmd: list[str], *, log_to: Path | None = None, **kw: Any) -> subprocess.CompletedProcess[Any]:
     if log_to is None:
         return subprocess.run(cmd, check=True, **kw)
     with open(log_to, "ab") as fh:
@@ -235,7 +236,7 @@ def file_lock(path: Path) -> Iterator[None]:
 class Cleanup(contextlib.ExitStack):
     """ExitStack whose callbacks never raise (each failure is logged) so every one runs."""
 
-    def callback_quiet(self, fn, *args, **kw):  # type: ignore[no-untyped-def]
+    def callback_quiet(self, fn: Callable[..., object], *args: Any, **kw: Any) -> None:
         def wrapped() -> None:
             try:
                 fn(*args, **kw)
@@ -273,8 +274,9 @@ class Image:
         return self.dir / "initrd.img"
 
     @property
-    def manifest(self) -> dict:
-        return json.loads((self.dir / "manifest.json").read_text())
+    def manifest(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.dir / "manifest.json").read_text())
+        return data
 
     @property
     def layout(self) -> Layout:

@@ -74,11 +74,11 @@ RE_PANIC = re.compile(r"Kernel panic - not syncing")
 RE_ANSI = re.compile(r"\x1b\[[0-9;?!]*[A-Za-z]|\x1b\][0-9;]*[^\x07\x1b]*(?:\x07|\x1b\\)?")
 
 # Every qemu we start, by PID, so nothing survives us (also on exceptions/atexit).
-_LIVE: dict[int, subprocess.Popen] = {}
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _LIVE_LOCK = threading.Lock()
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
@@ -135,7 +135,7 @@ def parse_size(s: str) -> int:
 class Console:
     """Reads qemu's stdout (the serial console) into a timestamped log file."""
 
-    def __init__(self, proc: subprocess.Popen, logfile: Path, echo: bool) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], logfile: Path, echo: bool) -> None:
         self.proc = proc
         self.t0 = time.monotonic()
         self.lines: list[str] = []
@@ -189,10 +189,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-def _start_qemu(cmd: list[str], logfile: Path, echo: bool) -> tuple[subprocess.Popen, Console]:
+def _start_qemu(cmd: list[str], logfile: Path, echo: bool) -> tuple[subprocess.Popen[bytes], Console]:
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent)  # noqa: PLW1509 (one prctl call, no locks)
     with _LIVE_LOCK:
         _LIVE[proc.pid] = proc
     return proc, Console(proc, logfile, echo)
@@ -342,11 +342,11 @@ def _qemu_cmd(*, image: Image, overlay: Path, accel_name: str, mode: str, append
     return cmd
 
 
-def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str = "kernel",
+def run_job(script: str, *, files: Iterable[str | os.PathLike[str]] = (), mode: str = "kernel",
             append: str = "", channel: str = "9p", nvdimm: str | None = None,
             qemu_args: Sequence[str] = (), mem: str = DEFAULT_MEM, smp: int | None = None,
             boot_timeout: float | None = None, max_boots: int = 4,
-            out_dir: str | os.PathLike | None = None, image: Image | None = None,
+            out_dir: str | os.PathLike[str] | None = None, image: Image | None = None,
             verbose: bool | None = None, panic_retries: int | None = None) -> RunResult:
     """Boot the guest, run `script` as job.sh on every boot, return the collected out/.
 
@@ -385,9 +385,9 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str =
             signal.signal(signal.SIGTERM, old_term)
 
 
-def _run_with_retries(script: str, *, files: list, mode: str, append: str, channel: str,
+def _run_with_retries(script: str, *, files: list[str | os.PathLike[str]], mode: str, append: str, channel: str,
                       nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
-                      boot_timeout: float | None, max_boots: int, out_dir: str | os.PathLike | None,
+                      boot_timeout: float | None, max_boots: int, out_dir: str | os.PathLike[str] | None,
                       image: Image | None, verbose: bool | None, panic_retries: int) -> RunResult:
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="pmemd-e2e-out-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +410,7 @@ def _run_with_retries(script: str, *, files: list, mode: str, append: str, chann
     raise AssertionError("unreachable")
 
 
-def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
+def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, append: str, channel: str,
               nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
               boot_timeout: float | None, max_boots: int, out: Path, image: Image | None,
               verbose: bool | None) -> RunResult:
