@@ -46,6 +46,7 @@ if _REASON:
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = Path(__file__).resolve().parent / "jobs" / "cycle.sh"
+LIB = JOB.with_name("lib.sh")  # the shell shared with the UEFI cycles, sourced by the job
 FAST, BULK = "memmap=1G!5G", "memmap=512M!4G"  # bulk: offset auto -> lowest free range, 4G
 DEV = "memmap=512M!4608M"  # devdax, offset auto, added in boot 4: the next free range after bulk
 STATX_ATTR_DAX = 0x00200000
@@ -130,7 +131,7 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Cycle:
         return Cycle(load_result(Path(reuse)))
     deb = build_deb(tmp_path_factory)
     t0 = time.monotonic()
-    res = guest.run_job(JOB.read_text(), files=[deb], mode="grub", nvdimm="1G", max_boots=5,
+    res = guest.run_job(JOB.read_text(), files=[deb, LIB], mode="grub", nvdimm="1G", max_boots=5,
                         out_dir=tmp_path_factory.mktemp("e2e-cycle"))
     guest.log(f"pmemd cycle: {len(res.boots)} boots in {time.monotonic() - t0:.0f} s: "
               + ", ".join(f"boot {b.number} {b.seconds:.0f} s ({b.end})" for b in res.boots))
@@ -177,7 +178,7 @@ def test_boot1_daemon_writes_grub_and_flags_the_reboot(cycle: Cycle) -> None:
     dropin = cycle.ok(1, "after-dropin")
     assert f'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX {BULK} {FAST} nokaslr"' in dropin
     assert pmem_tokens(default_entry(cycle.ok(1, "after-grubcfg"))) == [BULK, FAST, "nokaslr"]
-    pre, post = (dict(reversed(ln.split()) for ln in cycle.ok(1, t).splitlines()) for t in ("pre-sha", "after-sha"))
+    pre, post = ({ln.split()[1]: ln.split()[0] for ln in cycle.ok(1, t).splitlines()} for t in ("pre-sha", "after-sha"))
     assert post["/etc/default/grub"] == pre["/etc/default/grub"]  # the user's file is never rewritten
     assert post["/boot/grub/grub.cfg"] != pre["/boot/grub/grub.cfg"]  # update-grub ran
     assert cycle.ok(1, "after-reboot-required")
