@@ -32,6 +32,7 @@ private copy of OVMF_VARS_4M.fd per run, kept across that run's reboots.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -44,9 +45,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -56,7 +58,7 @@ import build  # noqa: E402
 from build import Image, cache_dir, ensure_image, log, step  # noqa: E402
 
 __all__ = ["MODES", "BootInfo", "GuestError", "GuestPanic", "Image", "RunResult", "accel", "cache_dir",
-           "ensure_image", "log", "run_job", "skip_reason", "step"]
+           "ensure_image", "log", "run_job", "run_jobs", "skip_reason", "step"]
 
 QEMU = "qemu-system-x86_64"
 # boot mode -> image layout (build.LAYOUTS)
@@ -76,6 +78,8 @@ RE_ANSI = re.compile(r"\x1b\[[0-9;?!]*[A-Za-z]|\x1b\][0-9;]*[^\x07\x1b]*(?:\x07|
 # Every qemu we start, by PID, so nothing survives us (also on exceptions/atexit).
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _LIVE_LOCK = threading.Lock()
+# Set while concurrent runs are being stopped: no new qemu may start (a run between two boots).
+_STOPPING = threading.Event()
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -190,11 +194,16 @@ def _die_with_parent() -> None:
 
 
 def _start_qemu(cmd: list[str], logfile: Path, echo: bool) -> tuple[subprocess.Popen[bytes], Console]:
+    if _STOPPING.is_set():
+        raise GuestError("the harness is stopping: no new guest")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_die_with_parent)  # noqa: PLW1509 (one prctl call, no locks)
     with _LIVE_LOCK:
         _LIVE[proc.pid] = proc
+    if _STOPPING.is_set():  # stopped while this one was starting
+        _kill(proc)
+        raise GuestError("the harness is stopping: no new guest")
     return proc, Console(proc, logfile, echo)
 
 
@@ -385,6 +394,47 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike[str]] = (), mode: 
             signal.signal(signal.SIGTERM, old_term)
 
 
+def run_jobs(jobs: Mapping[str, Mapping[str, Any]], *, workers: int | None = None
+             ) -> dict[str, RunResult | BaseException]:
+    """Several run_job()s at once: {name: run_job keyword arguments} -> {name: result or exception}.
+
+    At most `workers` guests run at the same time (default 2, env PMEMD_E2E_PARALLEL; under TCG
+    each guest has one vCPU, so two fill a 2-core host). A failed run does not stop the others:
+    its exception is returned in its place. Images are built first, one after the other (the
+    build lock would serialise them anyway), so the guests start together. If the caller is
+    interrupted (SIGTERM, KeyboardInterrupt), every qemu is killed and no new one starts, so the
+    worker threads end within seconds and clean up their temp dirs.
+    """
+    if workers is None:
+        workers = int(os.environ.get("PMEMD_E2E_PARALLEL", "2"))
+    for kw in jobs.values():
+        if kw.get("image") is None:
+            ensure_image(layout=MODES[kw.get("mode", "kernel")])
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _sigterm)
+    out: dict[str, RunResult | BaseException] = {}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers),
+                                                   thread_name_prefix="guest") as ex:
+            futures = {ex.submit(run_job, **kw): name for name, kw in jobs.items()}
+            try:
+                for fut in concurrent.futures.as_completed(futures):
+                    exc = fut.exception()
+                    out[futures[fut]] = exc if exc is not None else fut.result()
+            except BaseException:
+                _STOPPING.set()
+                for f in futures:
+                    f.cancel()
+                _kill_all()
+                raise
+    finally:
+        _STOPPING.clear()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    return {name: out[name] for name in jobs}
+
+
 def _run_with_retries(script: str, *, files: list[str | os.PathLike[str]], mode: str, append: str, channel: str,
                       nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
                       boot_timeout: float | None, max_boots: int, out_dir: str | os.PathLike[str] | None,
@@ -477,22 +527,16 @@ def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, ap
                 break
         else:
             raise GuestError(f"guest still rebooting after {max_boots} boots (see {out})")
-        # collect the per-boot tarballs
-        src = jobdir / "out"
-        if channel == "disk":
-            assert jobdisk is not None
-            dst = work / "diskout"
-            dst.mkdir()
-            build.run(["debugfs", "-R", f"rdump /out {dst}", str(jobdisk)],
-                      capture_output=True)
-            src = dst / "out"
-        tars = sorted(src.glob("boot*.tar"), key=lambda p: int(re.sub(r"\D", "", p.name)))
-        for tar in tars:
-            build.run(["tar", "--no-same-owner", "-C", str(out), "-xf", str(tar)])
+        _collect(jobdir, jobdisk, work, out)
         missing = [b.number for b in result.boots if not (out / f"job-boot{b.number}.rc").exists()]
         if missing:
             log(f"WARNING: no job result from boot(s) {missing} (see console-boot*.log in {out})")
         return result
+    except BaseException:
+        # a failed boot: the earlier boots' evidence is still worth having
+        with contextlib.suppress(Exception):
+            _collect(work / "job", work / "jobdisk.ext4" if channel == "disk" else None, work, out)
+        raise
     finally:
         (out / "run.json").write_text(json.dumps({
             "accel": accel_name, "mode": mode, "channel": channel, "append": append,
@@ -504,6 +548,22 @@ def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, ap
         }, indent=1) + "\n")
         build.safe_rmtree(work)
         log(f"[{mode}] run: {len(result.boots)} boot(s) in {time.monotonic() - t_run:.1f} s; results in {out}")
+
+
+def _collect(jobdir: Path, jobdisk: Path | None, work: Path, out: Path) -> None:
+    """Unpack every boot's tarball from the channel into the result dir (in boot order)."""
+    src = jobdir / "out"
+    if jobdisk is not None:
+        if not jobdisk.exists():
+            return
+        dst = work / "diskout"
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir()
+        build.run(["debugfs", "-R", f"rdump /out {dst}", str(jobdisk)], capture_output=True)
+        src = dst / "out"
+    tars = sorted(src.glob("boot*.tar"), key=lambda p: int(re.sub(r"\D", "", p.name)))
+    for tar in tars:
+        build.run(["tar", "--no-same-owner", "-C", str(out), "-xf", str(tar)])
 
 
 def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool, tag: str = "") -> BootInfo:
