@@ -1,19 +1,26 @@
-"""Build (and cache) the Debian 13 guest image for the pmemd e2e harness.
+"""Build (and cache) the Debian 13 guest images for the pmemd e2e harness.
 
-The image is one partitioned raw disk (MBR, one ext4 partition labelled
-``pmemroot``, GRUB for i386-pc in the MBR gap) plus copies of the kernel and the
-initrd for a fast direct-kernel boot of the same disk.
+One recipe, three boot layouts (``LAYOUTS``); each image is one partitioned raw
+disk with an ext4 root labelled ``pmemroot`` plus copies of the kernel and the
+initrd (for a fast direct-kernel boot, and the KVM probe):
+
+* ``bios``: MBR, one partition, GRUB for i386-pc in the MBR gap (SeaBIOS).
+* ``uefi-grub``: GPT, an ESP mounted at ``/boot/efi`` and the root; GRUB for
+  x86_64-efi on the removable path ``EFI/BOOT/BOOTX64.EFI`` (OVMF).
+* ``sdboot``: GPT, an ESP mounted at ``/boot`` and the root; systemd-boot
+  (``bootctl install``) with Type #1 entries written by kernel-install from
+  ``/etc/kernel/cmdline`` (OVMF).
 
 Cache layout (``$PMEMD_E2E_CACHE``, default ``/var/cache/pmemd-e2e``)::
 
-    debs/                 debootstrap --cache-dir (the downloaded .debs)
-    images/<key16>/       one built image: disk.raw (read-only), vmlinuz,
-                          initrd.img, manifest.json, READY
-    tmp/                  scratch space of a running build
+    debs/                        debootstrap --cache-dir (the downloaded .debs)
+    images/<layout>-<key16>/     one built image: disk.raw (read-only), vmlinuz,
+                                 initrd.img, manifest.json, READY
+    tmp/                         scratch space of a running build
 
 ``<key16>`` is the start of the sha256 over the recipe: this file, the package
-list and everything in ``image/``. A build happens only when that key changes;
-older image dirs are pruned after a successful build.
+list, everything in ``image/`` and the layout. A build happens only when that key
+changes; older image dirs of the same layout are pruned after a successful build.
 
 Needs root (debootstrap, loop devices, mount, chroot).
 """
@@ -32,15 +39,53 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SUITE = "trixie"
 DISK_SIZE = "4G"
 RECIPE_FILES = ("build.py", "packages.txt", "image/customize.sh", "image/harness-job.service",
                 "image/harness-run")
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_FS_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+KERNEL_CMDLINE = "ro console=ttyS0,115200"  # after root=UUID=...; what GRUB's entries carry too
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one image boots. Everything else about the guest is shared."""
+
+    name: str
+    packages: tuple[str, ...]  # added to packages.txt for this layout only
+    firmware: str  # "bios" (SeaBIOS, -machine pc) or "uefi" (OVMF, -machine q35)
+    esp: str | None = None  # where the ESP is mounted in the guest (GPT disks only)
+    esp_size: str = "0"
+
+    @property
+    def root_part(self) -> int:
+        return 2 if self.esp else 1
+
+
+LAYOUTS = {
+    "bios": Layout("bios", ("grub-pc",), "bios"),
+    "uefi-grub": Layout("uefi-grub", ("grub-efi-amd64", "dosfstools"), "uefi", esp="/boot/efi",
+                        esp_size="128M"),
+    # debootstrap does not resolve `A | B` in --include: systemd-boot-efi is listed itself.
+    # The ESP is /boot: it holds vmlinuz+initrd twice per kernel (dpkg's and kernel-install's copy).
+    "sdboot": Layout("sdboot", ("systemd-boot", "systemd-boot-efi", "systemd-boot-tools", "dosfstools"),
+                     "uefi", esp="/boot", esp_size="512M"),
+}
+
+
+def layout_of(name: str) -> Layout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise ValueError(f"unknown image layout {name!r} (one of {', '.join(LAYOUTS)})") from None
 
 
 def log(msg: str) -> None:
@@ -64,18 +109,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PMEMD_E2E_CACHE", "/var/cache/pmemd-e2e"))
 
 
-def packages() -> list[str]:
+def packages(layout: str = "bios") -> list[str]:
     pk = []
     for raw in (HERE / "packages.txt").read_text().splitlines():
         name = raw.split("#", 1)[0].strip()
         if name:
             pk.append(name)
-    return pk
+    return pk + list(layout_of(layout).packages)
 
 
-def recipe_key() -> str:
+def recipe_key(layout: str = "bios") -> str:
     h = hashlib.sha256()
-    h.update(f"suite={SUITE} disk={DISK_SIZE}\n".encode())
+    h.update(f"suite={SUITE} disk={DISK_SIZE} layout={layout_of(layout)!r}\n".encode())
     for rel in RECIPE_FILES:
         h.update(rel.encode() + b"\0" + (HERE / rel).read_bytes() + b"\0")
     return h.hexdigest()
@@ -138,7 +183,7 @@ def mirror() -> str:
 
 # --------------------------------------------------------------------------- helpers
 
-def run(cmd: list[str], *, log_to: Path | None = None, **kw) -> subprocess.CompletedProcess:
+def run(cmd: list[str], *, log_to: Path | None = None, **kw: Any) -> subprocess.CompletedProcess[Any]:
     if log_to is None:
         return subprocess.run(cmd, check=True, **kw)
     with open(log_to, "ab") as fh:
@@ -191,7 +236,7 @@ def file_lock(path: Path) -> Iterator[None]:
 class Cleanup(contextlib.ExitStack):
     """ExitStack whose callbacks never raise (each failure is logged) so every one runs."""
 
-    def callback_quiet(self, fn, *args, **kw):  # type: ignore[no-untyped-def]
+    def callback_quiet(self, fn: Callable[..., object], *args: Any, **kw: Any) -> None:
         def wrapped() -> None:
             try:
                 fn(*args, **kw)
@@ -229,48 +274,76 @@ class Image:
         return self.dir / "initrd.img"
 
     @property
-    def manifest(self) -> dict:
-        return json.loads((self.dir / "manifest.json").read_text())
+    def manifest(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.dir / "manifest.json").read_text())
+        return data
+
+    @property
+    def layout(self) -> Layout:
+        return layout_of(self.manifest.get("layout", "bios"))
 
 
-def cached_image() -> Image | None:
-    d = cache_dir() / "images" / recipe_key()[:16]
+def image_dir(layout: str) -> Path:
+    return cache_dir() / "images" / f"{layout}-{recipe_key(layout)[:16]}"
+
+
+def cached_image(layout: str = "bios") -> Image | None:
+    d = image_dir(layout)
     return Image(d) if (d / "READY").exists() else None
 
 
-def ensure_image(force: bool = False) -> Image:
-    """Return the cached image for the current recipe, building it if needed."""
+def ensure_image(force: bool = False, layout: str = "bios") -> Image:
+    """Return the cached image of `layout` for the current recipe, building it if needed."""
     t0 = time.monotonic()
-    key = recipe_key()
+    lay = layout_of(layout)
+    key = recipe_key(layout)
     root = cache_dir()
-    final = root / "images" / key[:16]
+    final = image_dir(layout)
     if not force and (final / "READY").exists():
-        log(f"image build: cached ({final}) in {time.monotonic() - t0:.1f} s")
+        log(f"image build ({layout}): cached ({final}) in {time.monotonic() - t0:.1f} s")
         return Image(final)
     with file_lock(root / ".build.lock"):
         if not force and (final / "READY").exists():
-            log(f"image build: cached after waiting for another build ({final})")
+            log(f"image build ({layout}): cached after waiting for another build ({final})")
             return Image(final)
-        with step(f"image build (cold, key {key[:16]})"):
-            _build(root, key, final)
+        with step(f"image build ({layout}, cold, key {key[:16]})"):
+            _build(root, key, final, lay)
     return Image(final)
 
 
-def _build(root: Path, key: str, final: Path) -> None:
+@dataclass(frozen=True)
+class DiskIds:
+    """Identifiers chosen before the build, so the boot config can name them before mkfs."""
+
+    root_uuid: str
+    esp_volid: str  # mkfs.vfat -i; blkid shows it as XXXX-XXXX
+
+    @property
+    def esp_uuid(self) -> str:
+        return f"{self.esp_volid[:4]}-{self.esp_volid[4:]}".upper()
+
+
+def _build(root: Path, key: str, final: Path, lay: Layout) -> None:
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     (root / "debs").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="build-", dir=root / "tmp"))
+    work = Path(tempfile.mkdtemp(prefix=f"build-{lay.name}-", dir=root / "tmp"))
     blog = work / "build.log"
     log(f"build log: {blog}")
     started = time.time()
     t0 = time.monotonic()
+    ids = DiskIds(str(uuid.uuid4()), uuid.uuid4().hex[:8])
     with Cleanup() as cl:
         cl.callback_quiet(safe_rmtree, work)
         rootfs = work / "rootfs"
         mirror_uri = mirror()
-        with step(f"debootstrap {SUITE} from {mirror_uri}"):
+        if lay.name == "sdboot":
+            # Before debootstrap installs the kernel: kernel-install (run by the kernel's and
+            # initramfs-tools' hooks) copies /proc/cmdline -- the build host's -- without it.
+            (rootfs / "etc/kernel").mkdir(parents=True)
+            (rootfs / "etc/kernel/cmdline").write_text(f"root=UUID={ids.root_uuid} {KERNEL_CMDLINE}\n")
+        with step(f"debootstrap {SUITE} from {mirror_uri} ({lay.name})"):
             run(["debootstrap", "--variant=minbase", f"--cache-dir={root / 'debs'}",
-                 "--include=" + ",".join(packages()), SUITE, str(rootfs), mirror_uri],
+                 "--include=" + ",".join(packages(lay.name)), SUITE, str(rootfs), mirror_uri],
                 log_to=blog)
         with step("customize rootfs"):
             shutil.copy(HERE / "image/harness-run", rootfs / "usr/local/sbin/harness-run")
@@ -278,7 +351,8 @@ def _build(root: Path, key: str, final: Path) -> None:
             shutil.copy(HERE / "image/harness-job.service",
                         rootfs / "etc/systemd/system/harness-job.service")
             shutil.copy(HERE / "image/customize.sh", rootfs / "customize.sh")
-            run(["chroot", str(rootfs), "/bin/sh", "/customize.sh"], log_to=blog)
+            run(["chroot", str(rootfs), "env", f"LAYOUT={lay.name}", f"ESP={lay.esp or ''}",
+                 f"ESP_UUID={ids.esp_uuid}", "/bin/sh", "/customize.sh"], log_to=blog)
             (rootfs / "customize.sh").unlink()
             versions = subprocess.run(
                 ["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"],
@@ -292,15 +366,17 @@ def _build(root: Path, key: str, final: Path) -> None:
         shutil.copy(kernels[0], out / "vmlinuz")
         shutil.copy(initrds[0], out / "initrd.img")
         kver = Path(kernels[0]).name.removeprefix("vmlinuz-")
-        with step("GRUB disk image (loop + chroot)"):
-            _make_disk(rootfs, out / "disk.raw", work, blog)
+        with step(f"{lay.name} disk image (loop + chroot)"):
+            extra = _make_disk(rootfs, out / "disk.raw", work, blog, lay, ids, kver)
         os.chmod(out / "disk.raw", 0o444)
         pkgs = dict(line.split(" ", 1) for line in versions.splitlines() if " " in line)
         manifest = {
-            "key": key, "suite": SUITE, "mirror": mirror_uri, "kernel": kver,
+            "key": key, "suite": SUITE, "mirror": mirror_uri, "kernel": kver, "layout": lay.name,
+            "firmware": lay.firmware, "root_uuid": ids.root_uuid,
+            **({"esp": lay.esp, "esp_uuid": ids.esp_uuid} if lay.esp else {}), **extra,
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "build_seconds": round(time.monotonic() - t0, 1),
-            "packages": {p: pkgs.get(p) for p in packages()},
+            "packages": {p: pkgs.get(p) for p in packages(lay.name)},
             "all_packages": pkgs,
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -310,59 +386,147 @@ def _build(root: Path, key: str, final: Path) -> None:
         if final.exists():
             shutil.rmtree(final)
         os.rename(out, final)
-    # prune images of older recipes
+    # prune older images of this layout (and those named by key alone, from before layouts)
     for other in (root / "images").iterdir():
-        if other != final and other.is_dir():
+        stale = other.name.startswith(f"{lay.name}-") or re.fullmatch(r"[0-9a-f]{16}", other.name)
+        if other != final and other.is_dir() and stale:
             log(f"pruning old image {other}")
             shutil.rmtree(other, ignore_errors=True)
 
 
-def _make_disk(rootfs: Path, disk: Path, work: Path, blog: Path) -> None:
+def _make_disk(rootfs: Path, disk: Path, work: Path, blog: Path, lay: Layout, ids: DiskIds,
+               kver: str) -> dict[str, str]:
     with Cleanup() as cl:
-        _make_disk_in(rootfs, disk, work, blog, cl)
+        return _make_disk_in(rootfs, disk, work, blog, cl, lay, ids, kver)
 
 
-def _make_disk_in(rootfs: Path, disk: Path, work: Path, blog: Path, cl: Cleanup) -> None:
-    run(["truncate", "-s", DISK_SIZE, str(disk)])
-    run(["sfdisk", "-q", str(disk)], input=b"label: dos\nstart=2048, type=83, bootable\n",
-        log_to=blog)
-    loop = subprocess.run(["losetup", "--find", "--show", "--partscan", str(disk)],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    cl.callback_quiet(detach_loop, loop)
-    part = loop + "p1"
+def _partition_table(lay: Layout) -> bytes:
+    if lay.esp is None:
+        return b"label: dos\nstart=2048, type=83, bootable\n"
+    return (f"label: gpt\nstart=2048, size={lay.esp_size}, type={ESP_TYPE}, name=ESP\n"
+            f"type={LINUX_FS_TYPE}, name=pmemroot\n").encode()
+
+
+def _partition(loop: str, number: int) -> str:
+    part = f"{loop}p{number}"
     # Without udev, --partscan does not always create the node; partx -a does.
     for _ in range(20):
         if os.path.exists(part):
-            break
+            return part
         subprocess.run(["partx", "-a", loop], capture_output=True, check=False)
         time.sleep(0.2)
-    if not os.path.exists(part):
-        raise RuntimeError(f"{part} did not appear")
-    run(["mkfs.ext4", "-q", "-L", "pmemroot", "-d", str(rootfs), part], log_to=blog)
+    raise RuntimeError(f"{part} did not appear")
+
+
+def _make_disk_in(rootfs: Path, disk: Path, work: Path, blog: Path, cl: Cleanup, lay: Layout,
+                  ids: DiskIds, kver: str) -> dict[str, str]:
+    run(["truncate", "-s", DISK_SIZE, str(disk)])
+    run(["sfdisk", "-q", str(disk)], input=_partition_table(lay), log_to=blog)
+    loop = subprocess.run(["losetup", "--find", "--show", "--partscan", str(disk)],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    cl.callback_quiet(detach_loop, loop)
+    part = _partition(loop, lay.root_part)
+    esp_part = _partition(loop, 1) if lay.esp else None
+    boot_files = work / "boot-files"
+    if lay.esp == "/boot":
+        # /boot is the ESP: what dpkg put into the rootfs' /boot goes onto the FAT filesystem.
+        shutil.move(rootfs / "boot", boot_files)
+        (rootfs / "boot").mkdir()
+    elif lay.esp:
+        (rootfs / lay.esp.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    run(["mkfs.ext4", "-q", "-L", "pmemroot", "-U", ids.root_uuid, "-d", str(rootfs), part], log_to=blog)
+    if esp_part:
+        run(["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", ids.esp_volid, esp_part], log_to=blog)
     mnt = work / "mnt"
     mnt.mkdir()
     run(["mount", part, str(mnt)])
     # Registered before the binds, so it runs after they are gone (LIFO).
     cl.callback_quiet(umount, str(mnt))
-    for src, dst, args in (("/dev", "dev", ["--bind"]), ("/dev/pts", "dev/pts", ["--bind"]),
-                           ("proc", "proc", ["-t", "proc"]), ("sysfs", "sys", ["-t", "sysfs"])):
+    inner = [("/dev", "dev", ["--bind"]), ("/dev/pts", "dev/pts", ["--bind"]),
+             ("proc", "proc", ["-t", "proc"]), ("sysfs", "sys", ["-t", "sysfs"])]
+    if esp_part and lay.esp:
+        # The build host's kernel may have no vfat (this one has none), so the boot loaders
+        # install into a tmpfs whose mount *source* is the ESP partition: grub-install finds the
+        # ESP's device through mountinfo and probes it itself (FAT, as it requires), bootctl gets
+        # the mount point it requires; the tree is then written onto the FAT by mtools.
+        inner.insert(0, (esp_part, lay.esp.lstrip("/"), ["-t", "tmpfs", "-o", "mode=0755"]))
+    for src, dst, args in inner:
         target = str(mnt / dst)
         run(["mount", *args, src, target])
         cl.callback_quiet(umount, target)
-    run(["chroot", str(mnt), "grub-install", "--target=i386-pc", loop], log_to=blog)
-    run(["chroot", str(mnt), "update-grub"], log_to=blog)
-    cfg = mnt / "boot/grub/grub.cfg"
-    text = cfg.read_text()
-    uuid = subprocess.run(["blkid", "-s", "UUID", "-o", "value", part], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    if f"root={part}" in text:  # no /dev/disk/by-uuid on the build host
-        log(f"grub.cfg had root={part}; rewriting to root=UUID={uuid}")
-        cfg.write_text(text.replace(f"root={part}", f"root=UUID={uuid}"))
+    extra: dict[str, str] = {}
+    if lay.name == "bios":
+        run(["chroot", str(mnt), "grub-install", "--target=i386-pc", loop], log_to=blog)
+    elif lay.name == "uefi-grub":
+        run(["chroot", str(mnt), "grub-install", "--target=x86_64-efi", f"--efi-directory={lay.esp}",
+             "--removable", "--no-nvram"], log_to=blog)
+    if lay.name in ("bios", "uefi-grub"):
+        run(["chroot", str(mnt), "update-grub"], log_to=blog)
+        cfg = mnt / "boot/grub/grub.cfg"
+        text = cfg.read_text()
+        if f"root={part}" in text:  # no /dev/disk/by-uuid on the build host
+            log(f"grub.cfg had root={part}; rewriting to root=UUID={ids.root_uuid}")
+            cfg.write_text(text.replace(f"root={part}", f"root=UUID={ids.root_uuid}"))
+        if f"root=UUID={ids.root_uuid}" not in cfg.read_text():
+            raise RuntimeError(f"grub.cfg does not boot root=UUID={ids.root_uuid}")
+    if lay.name == "sdboot":
+        extra = _install_sdboot(mnt, boot_files, blog, ids, kver)
+    if esp_part and lay.esp:
+        esp_tree = mnt / lay.esp.lstrip("/")
+        if not (esp_tree / "EFI/BOOT/BOOTX64.EFI").exists():
+            raise RuntimeError(f"no removable-path boot loader EFI/BOOT/BOOTX64.EFI in {esp_tree}")
+        _copy_to_fat(esp_tree, esp_part, blog)
     # Unmount now (not only at exit) so the image is complete before we copy it.
-    for dst in ("sys", "proc", "dev/pts", "dev"):
+    for _src, dst, _args in reversed(inner):
         umount(str(mnt / dst))
     umount(str(mnt))
     subprocess.run(["sync"], check=True)
+    return extra
+
+
+def _copy_to_fat(tree: Path, part: str, blog: Path) -> None:
+    """Write the files of `tree` onto the FAT filesystem on `part` (mtools, no kernel vfat)."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    names = sorted(p.name for p in tree.iterdir())
+    if names:
+        run(["mcopy", "-s", "-p", "-m", "-Q", "-i", part, *(str(tree / n) for n in names), "::/"],
+            log_to=blog, env=env)
+    want = sorted(str(p.relative_to(tree)).upper() for p in tree.rglob("*") if p.is_file())
+    listing = subprocess.run(["mdir", "-/", "-b", "-i", part, "::/"], check=True, capture_output=True,
+                             text=True, env=env).stdout
+    have = sorted(ln.removeprefix("::/").upper() for ln in listing.splitlines()
+                  if ln.strip() and not ln.endswith("/"))
+    if have != want:
+        raise RuntimeError(f"ESP copy incomplete: missing {sorted(set(want) - set(have))}")
+    log(f"ESP: {len(have)} files written onto the FAT filesystem")
+
+
+def _install_sdboot(mnt: Path, boot_files: Path, blog: Path, ids: DiskIds, kver: str) -> dict[str, str]:
+    """bootctl install onto the ESP at /boot, then one Type #1 entry by kernel-install."""
+    cmdline = (mnt / "etc/kernel/cmdline").read_text().split()
+    if cmdline != [f"root=UUID={ids.root_uuid}", *KERNEL_CMDLINE.split()]:
+        raise RuntimeError(f"/etc/kernel/cmdline changed during the build: {cmdline}")
+    for f in sorted(boot_files.iterdir()):  # dpkg's kernel and initrd (FAT: no links, no owners)
+        if f.is_file() and re.match(r"(vmlinuz|initrd\.img|config|System\.map)-", f.name):
+            shutil.copyfile(f, mnt / "boot" / f.name)
+    # `bootctl install` in a chroot: the ESP must be a mount point (it is), its partition checks
+    # relaxed (no udev database here) and no EFI variables (OVMF boots the removable path).
+    run(["chroot", str(mnt), "env", "SYSTEMD_RELAX_ESP_CHECKS=1", "bootctl", "install",
+         "--esp-path=/boot", "--no-variables"], log_to=blog)
+    run(["chroot", str(mnt), "env", "SYSTEMD_RELAX_ESP_CHECKS=1", "kernel-install", "--verbose", "add",
+         kver, f"/boot/vmlinuz-{kver}", f"/boot/initrd.img-{kver}"], log_to=blog)
+    machine_id = (mnt / "etc/machine-id").read_text().strip()
+    entries = sorted((mnt / "boot/loader/entries").glob("*.conf"))
+    want = mnt / "boot/loader/entries" / f"{machine_id}-{kver}.conf"
+    if entries != [want]:
+        raise RuntimeError(f"expected the one entry {want.name}, got {[e.name for e in entries]}")
+    options = [ln.split()[1:] for ln in want.read_text().splitlines() if ln.startswith("options ")]
+    if not options or options[0][:len(cmdline)] != cmdline:
+        raise RuntimeError(f"{want.name}: options {options} do not start with /etc/kernel/cmdline {cmdline}")
+    with open(blog, "a") as fh:
+        fh.write(f"== {want.name}\n{want.read_text()}== loader.conf\n"
+                 f"{(mnt / 'boot/loader/loader.conf').read_text()}")
+    return {"machine_id": machine_id, "entry": want.name}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,11 +534,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="rebuild even if cached")
     ap.add_argument("--print-key", action="store_true")
+    ap.add_argument("--layout", choices=sorted(LAYOUTS), default="bios")
     args = ap.parse_args(argv)
     if args.print_key:
-        print(recipe_key())
+        print(recipe_key(args.layout))
         return 0
-    img = ensure_image(force=args.force)
+    img = ensure_image(force=args.force, layout=args.layout)
     print(img.dir)
     return 0
 

@@ -25,6 +25,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -136,7 +137,7 @@ def verify(tree: Path, sums: Path) -> int:
     return n
 
 
-def readme(sc: Scenario, res: guest.RunResult, image_manifest: dict) -> str:
+def readme(sc: Scenario, res: guest.RunResult, image_manifest: dict[str, Any]) -> str:
     out = res.out
     kmsg = (out / "tree/dev/kmsg").read_text(errors="replace")
     pmem_log = [ln.split(";", 1)[-1] for ln in kmsg.splitlines()

@@ -6,7 +6,8 @@ CLI::
     python3 tests/e2e/guest.py build [--force]         # build/refresh the cached image
     python3 tests/e2e/guest.py probe                   # which accelerator (kvm|tcg) works
     python3 tests/e2e/guest.py run --job job.sh [--file F ...] [--append 'memmap=1G!5G']
-                               [--grub] [--channel 9p|disk] [--nvdimm 1G] [--out DIR]
+                               [--grub | --mode uefi-grub|sdboot] [--channel 9p|disk]
+                               [--nvdimm 1G] [--out DIR]
 
 API (for pytest)::
 
@@ -21,11 +22,17 @@ another boot; the default is power-off). QEMU always runs with -no-reboot on a
 throw-away qcow2 overlay of the cached disk; a guest reboot ends the qemu process
 with "reboot: Restarting system" on the console, and the harness starts qemu again
 on the same overlay. "reboot: Power down" ends the run.
+
+Boot modes (MODES): "kernel" (direct -kernel/-initrd of the BIOS image), "grub" (SeaBIOS,
+GRUB from the MBR), "uefi-grub" (OVMF, GRUB EFI from the ESP's removable path), "sdboot"
+(OVMF, systemd-boot). The UEFI modes run -machine q35 with OVMF_CODE_4M.fd read-only and a
+private copy of OVMF_VARS_4M.fd per run, kept across that run's reboots.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -38,9 +45,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -49,7 +57,14 @@ if str(HERE) not in sys.path:
 import build  # noqa: E402
 from build import Image, cache_dir, ensure_image, log, step  # noqa: E402
 
+__all__ = ["MODES", "BootInfo", "GuestError", "GuestPanic", "Image", "RunResult", "accel", "cache_dir",
+           "ensure_image", "log", "run_job", "run_jobs", "skip_reason", "step"]
+
 QEMU = "qemu-system-x86_64"
+# boot mode -> image layout (build.LAYOUTS)
+MODES = {"kernel": "bios", "grub": "bios", "uefi-grub": "uefi-grub", "sdboot": "sdboot"}
+OVMF_CODE = Path(os.environ.get("PMEMD_E2E_OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd"))
+OVMF_VARS = Path(os.environ.get("PMEMD_E2E_OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd"))
 DEFAULT_MEM = "8G"
 DIRECT_APPEND = "root=/dev/vda1 ro console=ttyS0,115200 quiet"
 PROBE_SECONDS = 25.0
@@ -61,11 +76,13 @@ RE_PANIC = re.compile(r"Kernel panic - not syncing")
 RE_ANSI = re.compile(r"\x1b\[[0-9;?!]*[A-Za-z]|\x1b\][0-9;]*[^\x07\x1b]*(?:\x07|\x1b\\)?")
 
 # Every qemu we start, by PID, so nothing survives us (also on exceptions/atexit).
-_LIVE: dict[int, subprocess.Popen] = {}
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _LIVE_LOCK = threading.Lock()
+# Set while concurrent runs are being stopped: no new qemu may start (a run between two boots).
+_STOPPING = threading.Event()
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
@@ -91,16 +108,22 @@ class GuestPanic(GuestError):
     """The guest kernel panicked (seen now and then under TCG; the run is retried)."""
 
 
-def skip_reason() -> str | None:
-    """Why the e2e harness cannot run here (None if it can)."""
+def skip_reason(mode: str = "grub") -> str | None:
+    """Why the e2e harness cannot run guests of boot `mode` here (None if it can)."""
     if os.geteuid() != 0:
         return "e2e guest tests need root (debootstrap, loop devices, chroot, 9p)"
-    missing = [t for t in (QEMU, "qemu-img", "debootstrap", "sfdisk", "losetup", "partx",
-                           "mkfs.ext4", "chroot", "debugfs") if shutil.which(t) is None]
+    tools = [QEMU, "qemu-img", "debootstrap", "sfdisk", "losetup", "partx", "mkfs.ext4", "chroot", "debugfs"]
+    if build.layout_of(MODES[mode]).firmware == "uefi":
+        tools.append("mkfs.vfat")
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         return ("missing host tools: " + ", ".join(missing) +
                 " (apt-get install -y --no-install-recommends qemu-system-x86 qemu-utils"
-                " debootstrap fdisk e2fsprogs)")
+                " debootstrap fdisk e2fsprogs dosfstools)")
+    if build.layout_of(MODES[mode]).firmware == "uefi":
+        gone = [str(p) for p in (OVMF_CODE, OVMF_VARS) if not p.is_file()]
+        if gone:
+            return "no OVMF firmware: " + ", ".join(gone) + " (apt-get install ovmf)"
     return None
 
 
@@ -116,7 +139,7 @@ def parse_size(s: str) -> int:
 class Console:
     """Reads qemu's stdout (the serial console) into a timestamped log file."""
 
-    def __init__(self, proc: subprocess.Popen, logfile: Path, echo: bool) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], logfile: Path, echo: bool) -> None:
         self.proc = proc
         self.t0 = time.monotonic()
         self.lines: list[str] = []
@@ -170,12 +193,17 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-def _start_qemu(cmd: list[str], logfile: Path, echo: bool) -> tuple[subprocess.Popen, Console]:
+def _start_qemu(cmd: list[str], logfile: Path, echo: bool) -> tuple[subprocess.Popen[bytes], Console]:
+    if _STOPPING.is_set():
+        raise GuestError("the harness is stopping: no new guest")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent)  # noqa: PLW1509 (one prctl call, no locks)
     with _LIVE_LOCK:
         _LIVE[proc.pid] = proc
+    if _STOPPING.is_set():  # stopped while this one was starting
+        _kill(proc)
+        raise GuestError("the harness is stopping: no new guest")
     return proc, Console(proc, logfile, echo)
 
 
@@ -289,18 +317,24 @@ class RunResult:
 
 def _qemu_cmd(*, image: Image, overlay: Path, accel_name: str, mode: str, append: str,
               channel: str, jobdir: Path, jobdisk: Path | None, nvdimm: Path | None,
-              nvdimm_size: int, mem: str, smp: int, extra: Sequence[str]) -> list[str]:
-    machine = "pc"
+              nvdimm_size: int, mem: str, smp: int, extra: Sequence[str],
+              vars_fd: Path | None = None) -> list[str]:
+    uefi = vars_fd is not None
+    # UEFI: q35 (OVMF's usual machine; a VARS file is never shared across machine types)
+    machine = "q35" if uefi else "pc"
     memarg = mem
-    cmd = [QEMU, "-name", "pmemd-e2e"]
+    cmd = [QEMU, "-name", f"pmemd-e2e-{mode}"]
     if nvdimm is not None:
         machine += ",nvdimm=on"
         maxmem = parse_size(mem) + max(nvdimm_size, 1 << 30) + (8 << 30)
         memarg = f"{mem},slots=2,maxmem={maxmem >> 20}M"
     cmd += ["-machine", machine, "-m", memarg, "-smp", str(smp), *ACCEL_ARGS[accel_name],
             "-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
-            "-serial", "stdio", "-no-reboot",
-            "-drive", f"file={overlay},if=virtio,format=qcow2"]
+            "-serial", "stdio", "-no-reboot"]
+    if uefi:
+        cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}"]
+    cmd += ["-drive", f"file={overlay},if=virtio,format=qcow2"]
     if mode == "kernel":
         cmd += ["-kernel", str(image.kernel), "-initrd", str(image.initrd),
                 "-append", f"{DIRECT_APPEND} {append}".strip()]
@@ -317,17 +351,19 @@ def _qemu_cmd(*, image: Image, overlay: Path, accel_name: str, mode: str, append
     return cmd
 
 
-def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str = "kernel",
+def run_job(script: str, *, files: Iterable[str | os.PathLike[str]] = (), mode: str = "kernel",
             append: str = "", channel: str = "9p", nvdimm: str | None = None,
             qemu_args: Sequence[str] = (), mem: str = DEFAULT_MEM, smp: int | None = None,
             boot_timeout: float | None = None, max_boots: int = 4,
-            out_dir: str | os.PathLike | None = None, image: Image | None = None,
+            out_dir: str | os.PathLike[str] | None = None, image: Image | None = None,
             verbose: bool | None = None, panic_retries: int | None = None) -> RunResult:
     """Boot the guest, run `script` as job.sh on every boot, return the collected out/.
 
     mode: "kernel" = direct kernel boot (-kernel/-initrd/-append, `append` is added to
           the command line); "grub" = SeaBIOS boots GRUB from the disk (the guest's own
-          grub.cfg decides the command line; `append` must be empty).
+          grub.cfg decides the command line; `append` must be empty); "uefi-grub" = OVMF boots
+          GRUB EFI, "sdboot" = OVMF boots systemd-boot, each from its own image (`append`
+          must be empty; the guest's boot config decides).
     channel: "9p" (virtio-9p share) or "disk" (a second virtio disk labelled HARNESS).
     nvdimm: size of a QEMU NVDIMM to add (e.g. "1G"), backed by a sparse temp file.
     out_dir: where to put the results (created; default: a new /tmp/pmemd-e2e-out-*).
@@ -358,9 +394,50 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike] = (), mode: str =
             signal.signal(signal.SIGTERM, old_term)
 
 
-def _run_with_retries(script: str, *, files: list, mode: str, append: str, channel: str,
+def run_jobs(jobs: Mapping[str, Mapping[str, Any]], *, workers: int | None = None
+             ) -> dict[str, RunResult | BaseException]:
+    """Several run_job()s at once: {name: run_job keyword arguments} -> {name: result or exception}.
+
+    At most `workers` guests run at the same time (default 2, env PMEMD_E2E_PARALLEL; under TCG
+    each guest has one vCPU, so two fill a 2-core host). A failed run does not stop the others:
+    its exception is returned in its place. Images are built first, one after the other (the
+    build lock would serialise them anyway), so the guests start together. If the caller is
+    interrupted (SIGTERM, KeyboardInterrupt), every qemu is killed and no new one starts, so the
+    worker threads end within seconds and clean up their temp dirs.
+    """
+    if workers is None:
+        workers = int(os.environ.get("PMEMD_E2E_PARALLEL", "2"))
+    for kw in jobs.values():
+        if kw.get("image") is None:
+            ensure_image(layout=MODES[kw.get("mode", "kernel")])
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _sigterm)
+    out: dict[str, RunResult | BaseException] = {}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers),
+                                                   thread_name_prefix="guest") as ex:
+            futures = {ex.submit(run_job, **kw): name for name, kw in jobs.items()}
+            try:
+                for fut in concurrent.futures.as_completed(futures):
+                    exc = fut.exception()
+                    out[futures[fut]] = exc if exc is not None else fut.result()
+            except BaseException:
+                _STOPPING.set()
+                for f in futures:
+                    f.cancel()
+                _kill_all()
+                raise
+    finally:
+        _STOPPING.clear()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    return {name: out[name] for name in jobs}
+
+
+def _run_with_retries(script: str, *, files: list[str | os.PathLike[str]], mode: str, append: str, channel: str,
                       nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
-                      boot_timeout: float | None, max_boots: int, out_dir: str | os.PathLike | None,
+                      boot_timeout: float | None, max_boots: int, out_dir: str | os.PathLike[str] | None,
                       image: Image | None, verbose: bool | None, panic_retries: int) -> RunResult:
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="pmemd-e2e-out-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -383,19 +460,21 @@ def _run_with_retries(script: str, *, files: list, mode: str, append: str, chann
     raise AssertionError("unreachable")
 
 
-def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
+def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, append: str, channel: str,
               nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
               boot_timeout: float | None, max_boots: int, out: Path, image: Image | None,
               verbose: bool | None) -> RunResult:
-    if mode not in ("kernel", "grub"):
-        raise ValueError("mode must be 'kernel' or 'grub'")
-    if mode == "grub" and append:
-        raise ValueError("append only works with mode='kernel' (GRUB mode: edit grub in the job)")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if mode != "kernel" and append:
+        raise ValueError("append only works with mode='kernel' (other modes: edit the boot config in the job)")
     if channel not in ("9p", "disk"):
         raise ValueError("channel must be '9p' or 'disk'")
     if verbose is None:
         verbose = bool(os.environ.get("PMEMD_E2E_VERBOSE"))
-    image = image or ensure_image()
+    image = image or ensure_image(layout=MODES[mode])
+    if image.layout.name != MODES[mode]:
+        raise ValueError(f"mode {mode!r} boots a {MODES[mode]} image, not {image.layout.name}")
     accel_name = accel(image)
     if smp is None:
         smp = int(os.environ.get("PMEMD_E2E_SMP", "1" if accel_name == "tcg" else "2"))
@@ -428,35 +507,36 @@ def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
             nv_file = work / "nvdimm.img"
             with open(nv_file, "wb") as fh:
                 fh.truncate(nv_size)
+        vars_fd = None
+        if image.layout.firmware == "uefi":
+            # this run's own EFI variable store, kept across its reboots (one-shot entries,
+            # BootOrder ...); a fresh overlay after a panic gets a fresh copy too
+            vars_fd = work / "OVMF_VARS.fd"
+            shutil.copyfile(OVMF_VARS, vars_fd)
         cmd = _qemu_cmd(image=image, overlay=overlay, accel_name=accel_name, mode=mode,
                         append=append, channel=channel, jobdir=jobdir, jobdisk=jobdisk,
-                        nvdimm=nv_file, nvdimm_size=nv_size, mem=mem, smp=smp, extra=qemu_args)
-        log(f"accel: {accel_name}; mode: {mode}; channel: {channel}")
+                        nvdimm=nv_file, nvdimm_size=nv_size, mem=mem, smp=smp, extra=qemu_args,
+                        vars_fd=vars_fd)
+        log(f"accel: {accel_name}; mode: {mode} ({image.dir.name}); channel: {channel}")
         log("qemu: " + shlex.join(cmd))
         for n in range(1, max_boots + 1):
             result.qemu_cmds.append(cmd)
-            info = _one_boot(cmd, n, out, boot_timeout, verbose)
+            info = _one_boot(cmd, n, out, boot_timeout, verbose, tag=mode)
             result.boots.append(info)
             if info.end == "poweroff":
                 break
         else:
             raise GuestError(f"guest still rebooting after {max_boots} boots (see {out})")
-        # collect the per-boot tarballs
-        src = jobdir / "out"
-        if channel == "disk":
-            assert jobdisk is not None
-            dst = work / "diskout"
-            dst.mkdir()
-            build.run(["debugfs", "-R", f"rdump /out {dst}", str(jobdisk)],
-                      capture_output=True)
-            src = dst / "out"
-        tars = sorted(src.glob("boot*.tar"), key=lambda p: int(re.sub(r"\D", "", p.name)))
-        for tar in tars:
-            build.run(["tar", "--no-same-owner", "-C", str(out), "-xf", str(tar)])
+        _collect(jobdir, jobdisk, work, out)
         missing = [b.number for b in result.boots if not (out / f"job-boot{b.number}.rc").exists()]
         if missing:
             log(f"WARNING: no job result from boot(s) {missing} (see console-boot*.log in {out})")
         return result
+    except BaseException:
+        # a failed boot: the earlier boots' evidence is still worth having
+        with contextlib.suppress(Exception):
+            _collect(work / "job", work / "jobdisk.ext4" if channel == "disk" else None, work, out)
+        raise
     finally:
         (out / "run.json").write_text(json.dumps({
             "accel": accel_name, "mode": mode, "channel": channel, "append": append,
@@ -467,10 +547,26 @@ def _run_once(script: str, *, files: list, mode: str, append: str, channel: str,
             "image": image.manifest.get("kernel"),
         }, indent=1) + "\n")
         build.safe_rmtree(work)
-        log(f"run: {len(result.boots)} boot(s) in {time.monotonic() - t_run:.1f} s; results in {out}")
+        log(f"[{mode}] run: {len(result.boots)} boot(s) in {time.monotonic() - t_run:.1f} s; results in {out}")
 
 
-def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool) -> BootInfo:
+def _collect(jobdir: Path, jobdisk: Path | None, work: Path, out: Path) -> None:
+    """Unpack every boot's tarball from the channel into the result dir (in boot order)."""
+    src = jobdir / "out"
+    if jobdisk is not None:
+        if not jobdisk.exists():
+            return
+        dst = work / "diskout"
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir()
+        build.run(["debugfs", "-R", f"rdump /out {dst}", str(jobdisk)], capture_output=True)
+        src = dst / "out"
+    tars = sorted(src.glob("boot*.tar"), key=lambda p: int(re.sub(r"\D", "", p.name)))
+    for tar in tars:
+        build.run(["tar", "--no-same-owner", "-C", str(out), "-xf", str(tar)])
+
+
+def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool, tag: str = "") -> BootInfo:
     console_log = out / f"console-boot{n}.log"
     t0 = time.monotonic()
     proc, con = _start_qemu(cmd, console_log, echo=verbose)
@@ -496,7 +592,7 @@ def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool) 
             raise GuestError(f"boot {n}: qemu exited (rc {proc.returncode}) without "
                              f"'reboot: Power down' or 'reboot: Restarting system'; "
                              f"console tail:\n{con.tail()}")
-        log(f"boot {n}: {secs:.1f} s, ended with {'reboot' if ev == 'restart' else 'power-off'}"
+        log(f"[{tag}] boot {n}: {secs:.1f} s, ended with {'reboot' if ev == 'restart' else 'power-off'}"
             + (f" (kernel up at {con.linux_version_at:.1f} s)" if con.linux_version_at else ""))
         return BootInfo(number=n, seconds=secs, end=ev, console=console_log)
     finally:
@@ -516,12 +612,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the cached guest image if the recipe changed")
     b.add_argument("--force", action="store_true")
+    b.add_argument("--layout", choices=sorted(set(MODES.values())), default="bios")
     sub.add_parser("probe", help="probe kvm vs tcg (boots the kernel under KVM)")
     r = sub.add_parser("run", help="run a job in a guest, print the result dir")
     r.add_argument("--job", required=True, help="shell script run as job.sh on every boot")
     r.add_argument("--file", action="append", default=[], help="copied to $HARNESS_FILES/")
     r.add_argument("--append", default="", help="extra kernel args (direct-kernel mode)")
-    r.add_argument("--grub", action="store_true", help="boot the disk through GRUB")
+    r.add_argument("--grub", action="store_true", help="boot the disk through GRUB (= --mode grub)")
+    r.add_argument("--mode", choices=sorted(MODES), help="boot mode (default kernel)")
     r.add_argument("--channel", choices=("9p", "disk"), default="9p")
     r.add_argument("--nvdimm", metavar="SIZE", help="add a QEMU NVDIMM of SIZE (e.g. 1G)")
     r.add_argument("--mem", default=DEFAULT_MEM)
@@ -532,19 +630,24 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-v", "--verbose", action="store_true", help="echo the serial console")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
-    reason = skip_reason()
+    mode = "grub"
+    if args.cmd == "run":
+        mode = args.mode or ("grub" if args.grub else "kernel")
+    elif args.cmd == "build":
+        mode = next(m for m, lay in MODES.items() if lay == args.layout)
+    reason = skip_reason(mode)
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     if args.cmd == "build":
-        print(ensure_image(force=args.force).dir)
+        print(ensure_image(force=args.force, layout=args.layout).dir)
         return 0
     if args.cmd == "probe":
         print(accel())
         return 0
     try:
         res = run_job(Path(args.job).read_text(), files=args.file,
-                      mode="grub" if args.grub else "kernel", append=args.append,
+                      mode=mode, append=args.append,
                       channel=args.channel, nvdimm=args.nvdimm, qemu_args=args.qemu_arg,
                       mem=args.mem, boot_timeout=args.timeout, max_boots=args.max_boots,
                       out_dir=args.out, verbose=args.verbose)

@@ -70,6 +70,6 @@ def test_refuses_dangerous_outdirs(tmp_path: Path) -> None:
     nonempty = tmp_path / "full"
     nonempty.mkdir()
     (nonempty / "f").write_text("x")
-    r = subprocess.run([sys.executable, str(TOOL), str(nonempty)], capture_output=True,
+    r = subprocess.run([sys.executable, str(TOOL), str(nonempty)], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 2

@@ -25,12 +25,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -46,81 +43,24 @@ if _REASON:
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = Path(__file__).resolve().parent / "jobs" / "cycle.sh"
+LIB = JOB.with_name("lib.sh")  # the shell shared with the UEFI cycles, sourced by the job
 FAST, BULK = "memmap=1G!5G", "memmap=512M!4G"  # bulk: offset auto -> lowest free range, 4G
 DEV = "memmap=512M!4608M"  # devdax, offset auto, added in boot 4: the next free range after bulk
 STATX_ATTR_DAX = 0x00200000
 sys.path.insert(0, str(REPO))
+from evidence import (  # noqa: E402
+    Cycle,
+    actions,
+    blkid,
+    build_deb,
+    default_entry,
+    load_result,
+    mount_lines,
+    pmem_tokens,
+    super_options,
+)
+
 from pmemd.journal import MESSAGE_IDS  # noqa: E402
-
-
-class Cycle:
-    def __init__(self, res: guest.RunResult) -> None:
-        self.res = res
-
-    def text(self, boot: int, name: str) -> str:
-        p = self.res.path(f"b{boot}-{name}")
-        assert p.exists(), f"boot {boot} left no {name}; job log:\n{self.res.job_log(boot)[-4000:]}"
-        return p.read_text(errors="replace")
-
-    def rc(self, boot: int, name: str) -> int:
-        return int(self.text(boot, f"{name}.rc").strip())
-
-    def ok(self, boot: int, name: str) -> str:
-        assert self.rc(boot, name) == 0, f"boot {boot} {name}:\n{self.text(boot, name)}"
-        return self.text(boot, name)
-
-    def status(self, boot: int, tag: str) -> str:
-        return self.text(boot, f"status-{tag}").strip()
-
-    def journal(self, boot: int, name: str) -> list[dict[str, Any]]:
-        entries = [json.loads(ln) for ln in self.ok(boot, name).splitlines() if ln.startswith("{")]
-        return [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "pmemd"]
-
-    def cmdline(self, boot: int) -> list[str]:
-        return self.ok(boot, "after-cmdline").split()
-
-
-def pmem_tokens(tokens: list[str]) -> list[str]:
-    return [t for t in tokens if t.startswith("memmap=") or t == "nokaslr"]
-
-
-def blkid(text: str) -> dict[str, str]:
-    return dict(ln.split("=", 1) for ln in text.splitlines() if "=" in ln)
-
-
-def default_entry(grubcfg: str) -> list[str]:
-    """Arguments of the first `linux` line of grub.cfg: the entry GRUB boots by default."""
-    return grubcfg.splitlines()[0].split()
-
-
-def mount_lines(mountinfo: str, point: str) -> list[str]:
-    return [ln for ln in mountinfo.splitlines() if ln.split()[4] == point]
-
-
-def super_options(line: str) -> list[str]:
-    """The filesystem's own options: the last field of a mountinfo line (where dax=always is)."""
-    return line.split(" - ", 1)[1].split()[2].split(",")
-
-
-def actions(entries: list[dict[str, Any]], action: str, namespace: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in entries if e.get("PMEMD_ACTION") == action
-            and (namespace is None or e.get("PMEMD_NAMESPACE") == namespace)]
-
-
-def build_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("dpkg-buildpackage") is None:
-        pytest.skip("dpkg-buildpackage missing (tools/test installs debhelper and dh-python)")
-    out = tmp_path_factory.mktemp("deb")
-    subprocess.run(["bash", str(REPO / "packaging" / "build-deb"), "--no-lintian", str(out)],
-                   check=True, capture_output=True, timeout=900)
-    return next(out.glob("pmemd_*_all.deb"))
-
-
-def load_result(out: Path) -> guest.RunResult:
-    """A finished run's result directory, read back (run.json + the unpacked files)."""
-    meta = json.loads((out / "run.json").read_text())
-    boots = [guest.BootInfo(b["n"], b["seconds"], b["end"], out / f"console-boot{b['n']}.log") for b in meta["boots"]]
-    return guest.RunResult(out, meta["accel"], meta["mode"], boots)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +70,7 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Cycle:
         return Cycle(load_result(Path(reuse)))
     deb = build_deb(tmp_path_factory)
     t0 = time.monotonic()
-    res = guest.run_job(JOB.read_text(), files=[deb], mode="grub", nvdimm="1G", max_boots=5,
+    res = guest.run_job(JOB.read_text(), files=[deb, LIB], mode="grub", nvdimm="1G", max_boots=5,
                         out_dir=tmp_path_factory.mktemp("e2e-cycle"))
     guest.log(f"pmemd cycle: {len(res.boots)} boots in {time.monotonic() - t0:.0f} s: "
               + ", ".join(f"boot {b.number} {b.seconds:.0f} s ({b.end})" for b in res.boots))
@@ -177,7 +117,7 @@ def test_boot1_daemon_writes_grub_and_flags_the_reboot(cycle: Cycle) -> None:
     dropin = cycle.ok(1, "after-dropin")
     assert f'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX {BULK} {FAST} nokaslr"' in dropin
     assert pmem_tokens(default_entry(cycle.ok(1, "after-grubcfg"))) == [BULK, FAST, "nokaslr"]
-    pre, post = (dict(reversed(ln.split()) for ln in cycle.ok(1, t).splitlines()) for t in ("pre-sha", "after-sha"))
+    pre, post = ({ln.split()[1]: ln.split()[0] for ln in cycle.ok(1, t).splitlines()} for t in ("pre-sha", "after-sha"))
     assert post["/etc/default/grub"] == pre["/etc/default/grub"]  # the user's file is never rewritten
     assert post["/boot/grub/grub.cfg"] != pre["/boot/grub/grub.cfg"]  # update-grub ran
     assert cycle.ok(1, "after-reboot-required")

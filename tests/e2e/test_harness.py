@@ -113,3 +113,46 @@ def test_grub_cycle_update_grub_decides_next_cmdline(tmp_path: Path) -> None:
     assert cmd2[0].startswith("BOOT_IMAGE=/boot/vmlinuz-")
     assert "memmap=256M!6G" in cmd2
     assert res.read("region0-resource").strip() == "0x180000000"
+
+
+UEFI_JOB = r"""
+o=$HARNESS_OUT
+cat /proc/cmdline >$o/cmdline
+ls -d /sys/firmware/efi/efivars >$o/efi
+for d in /sys/firmware/memmap/*; do
+    echo "$(cat $d/start) $(cat $d/end) $(cat $d/type)"
+done >$o/firmware-memmap
+findmnt -rno TARGET,FSTYPE >$o/mounts
+"""
+
+
+@pytest.fixture(scope="module")
+def uefi_boots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, guest.RunResult | BaseException]:
+    """One boot of each UEFI image (OVMF, q35), both at once."""
+    layouts = [m for m in ("uefi-grub", "sdboot") if not guest.skip_reason(m)]
+    if not layouts:
+        pytest.skip(f"UEFI guests unavailable: {guest.skip_reason('sdboot')}")
+    root = tmp_path_factory.mktemp("e2e-uefi-facts")
+    return guest.run_jobs({m: {"script": UEFI_JOB, "mode": m, "out_dir": root / m} for m in layouts})
+
+
+@pytest.mark.parametrize("mode, esp", [("uefi-grub", "/boot/efi"), ("sdboot", "/boot")])
+def test_uefi_boot_firmware_memmap_has_ram_above_4g(uefi_boots: dict[str, guest.RunResult | BaseException],
+                                                     mode: str, esp: str) -> None:
+    res = uefi_boots.get(mode)
+    if res is None:
+        pytest.skip(f"{mode}: {guest.skip_reason(mode)}")
+    assert isinstance(res, guest.RunResult), res
+    assert [b.end for b in res.boots] == ["poweroff"] and res.rc(1) == 0, res.job_log(1)
+    assert res.read("efi").strip() == "/sys/firmware/efi/efivars"  # booted by OVMF, not SeaBIOS
+    assert "console=ttyS0,115200" in res.read("cmdline").split()
+    assert f"{esp} vfat" in res.read("mounts").splitlines()
+    entries = []
+    for line in res.read("firmware-memmap").splitlines():
+        start, end, typ = line.split(" ", 2)
+        entries.append((int(start, 16), int(end, 16), typ))
+    # -machine q35 -m 8G under OVMF: RAM below 2 GiB (cut by OVMF's reserved and ACPI NVS
+    # pieces), the PCI hole, then the other 6 GiB at 4-10 GiB: the cycle's regions (4-6 GiB) fit
+    assert (4 * GIB, 10 * GIB - 1, "System RAM") in entries, entries
+    assert not [e for e in entries if e[2] == "System RAM" and 2 * GIB <= e[0] < 4 * GIB], entries
+    assert not any("ersistent" in t for _, _, t in entries)

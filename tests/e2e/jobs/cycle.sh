@@ -1,46 +1,7 @@
 # pmemd's full cycle on a real kernel, run by test_cycle.py as the harness job on every boot of
 # one GRUB-booted guest with a QEMU NVDIMM (see tests/e2e/README.md for the job protocol).
-# Each boot saves its evidence as $HARNESS_OUT/b<boot>-<name> (+ .rc); test_cycle.py asserts on
-# it. The script itself only drives the guest and waits; it never decides pass or fail, except
-# that it exits non-zero when a wait times out, so the log shows where it stopped.
-set -u
-o=$HARNESS_OUT
-n=$HARNESS_BOOT
-export SYSTEMD_COLORS=0 SYSTEMD_PAGER= PAGER=cat LC_ALL=C.UTF-8
-FAST=0x140000000   # fast: 1G at 5G (fixed offset)
-
-# ev NAME CMD...: run CMD, keep stdout+stderr as b<boot>-NAME and its exit code as .rc
-ev() {
-    local name=$1 rc
-    shift
-    "$@" >"$o/b$n-$name" 2>&1
-    rc=$?
-    echo "$rc" >"$o/b$n-$name.rc"
-    echo "=== [boot $n] $name: $* (exit $rc)"
-    cat "$o/b$n-$name"
-}
-
-# wait_status GLOB [SECONDS]: wait until pmemd's sd_notify STATUS matches GLOB
-wait_status() {
-    local pat=$1 t=${2:-180} s=""
-    for _ in $(seq "$t"); do
-        s=$(systemctl show -p StatusText --value pmemd)
-        # shellcheck disable=SC2254
-        case $s in $pat) echo "$s" >"$o/b$n-status-$3"; return 0 ;; esac
-        sleep 1
-    done
-    echo "TIMEOUT after ${t}s waiting for STATUS $pat; STATUS is: $s" | tee "$o/b$n-status-$3"
-    exit 3
-}
-
-# the block device of the nd region starting at physical address $1
-pmemdev() {
-    local r b
-    for r in /sys/bus/nd/devices/region*; do
-        [ "$(cat "$r/resource")" = "$1" ] || continue
-        for b in "$r"/namespace*/block/*; do [ -e "$b" ] && echo "/dev/${b##*/}"; done
-    done
-}
+# The shared helpers (ev, wait_status, write_config, the namespaces ...) are in lib.sh.
+. "$HARNESS_FILES/lib.sh"
 
 # the block device of the QEMU NVDIMM (nd bus provider ACPI.NFIT)
 nvdev() {
@@ -55,58 +16,10 @@ nvdev() {
 # every boot: the evidence the issue asks for, before and after this boot's steps
 evidence() {
     local tag=$1
-    ev "$tag-cmdline" cat /proc/cmdline
-    ev "$tag-iomem" grep -A1 Persistent /proc/iomem
-    ev "$tag-ndctl" ndctl list -RN
-    ev "$tag-mountinfo" grep pmem /proc/self/mountinfo
-    ev "$tag-systemctl-status" systemctl status pmemd --no-pager -n 0
-    ev "$tag-status-json" pmemd status --json
-    ev "$tag-status" pmemd status
+    pmem_evidence "$tag"
     ev "$tag-dropin" cat /etc/default/grub.d/99-pmemd.cfg
     ev "$tag-grubcfg" grep -E '^[[:space:]]*linux[[:space:]]' /boot/grub/grub.cfg
-    ev "$tag-state" cat /var/lib/pmemd/state.json
-    ev "$tag-reboot-required" ls /run/reboot-required /run/reboot-required.pkgs
     ev "$tag-sha" sha256sum /etc/default/grub /boot/grub/grub.cfg
-}
-
-journal() {  # this boot's pmemd entries (JSON) as evidence
-    ev "$1-journal" journalctl -b -u pmemd -o json --no-pager
-}
-
-# dax_attr FILE: STATX_ATTR_DAX of FILE as xfs_io reports it (independent of pmemd's own check)
-dax_attr() {
-    xfs_io -c 'statx -r' "$1" | grep -E '^stat\.attributes ='
-}
-
-checkpoint() {  # pack $o now: this boot may end in a reboot pmemd starts, not in harness-run's
-    tar -C "$o" -cf "$HARNESS_DIR/out/.boot$n.tar.tmp" . && mv "$HARNESS_DIR/out/.boot$n.tar.tmp" "$HARNESS_DIR/out/boot$n.tar"
-    sync
-}
-
-FAST_NS='  fast:
-    size: 1G
-    offset: 5G
-    filesystem: {type: ext4, label: fast}
-    mount: {path: /pmem/fast}
-'
-BULK_NS='  bulk:
-    size: 512M
-    offset: auto
-    filesystem: {type: xfs, label: bulk}
-    mount: {path: /pmem/bulk}
-'
-DEV_NS='  dev:
-    size: 512M
-    offset: auto
-    mode: devdax
-'
-
-# write_config POLICY NAMESPACE_YAML...: a new /etc/pmem.yaml, saved the way editors do (rename)
-write_config() {
-    local policy=$1
-    shift
-    { printf 'version: 1\nsettings:\n  reboot: %s\nnamespaces:\n' "$policy"; printf '%s' "$@"; } >/etc/pmem.yaml.new
-    mv /etc/pmem.yaml.new /etc/pmem.yaml
 }
 
 bad_ns() {  # a 1G namespace at offset $1, which pmemd must refuse
@@ -130,11 +43,7 @@ case $n in
     # Step 1: a guest without memmap; install the package; the service runs, in sync, empty config.
     ev pre-sha sha256sum /etc/default/grub /boot/grub/grub.cfg
     ev cmdline cat /proc/cmdline
-    ev dpkg dpkg -i "$HARNESS_FILES"/pmemd_*.deb
-    ev is-enabled systemctl is-enabled pmemd
-    ev is-active systemctl is-active pmemd
-    wait_status 'in sync*' 60 empty
-    ev etc-config cat /etc/pmem.yaml
+    install_package
     # The NVDIMM gets a filesystem of its own that pmemd must never touch.
     nv=$(nvdev)
     echo "$nv" >"$o/b1-nvdev"
