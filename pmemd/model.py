@@ -125,6 +125,8 @@ def parse_timespan(text: str) -> float:
         m = _TIMESPAN_PART.match(text, pos)
         if not m or m.end() == pos:
             raise ValueError(text)
+        if m.group(2) is None and m.end() < len(text) and not text[m.end()].isspace():
+            raise ValueError(text)  # "1.5.5s": a number without a unit runs into the next one
         total += float(m.group(1)) * _TIMESPAN_UNITS[m.group(2) or ""]
         pos, parts = m.end(), parts + 1
     if not parts:
