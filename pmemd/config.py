@@ -2,6 +2,11 @@
 
 Maps merge, everything else (scalars, lists) is replaced by the later file. Errors carry
 ``file:line:col`` and the key path, and all of them are reported, not just the first.
+
+The work per file is bounded (pmem.yaml(5), LIMITS): at most ``MAX_CONFIG_BYTES`` of UTF-8, at
+most ``MAX_NODES`` YAML values nested at most ``MAX_DEPTH`` deep, no aliases (an alias is a
+pointer: nine levels of nine of them expand a few hundred bytes into hundreds of millions of
+values) and no explicit tags. A message never quotes more of a file than the offending token.
 """
 
 
@@ -15,8 +20,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pmemd.model import Config
-from pmemd.units import SizeError, parse_size
+from pmemd.model import Config, token
+from pmemd.units import parse_size
+
+# A real config is a few KiB: one namespace is about ten lines. The limits are far above that
+# and far below what would keep pmemd (and the daemon, which re-reads on every save) busy.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32  # the config itself nests 5 deep (namespaces.x.filesystem.options.0)
+MAX_NODES = 50_000  # values per file; 64 namespaces of 20 values each are 1,280
+MAX_REPORTED = 50  # issues printed from one validation; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -106,18 +118,78 @@ def _mark(file: str, node: yaml.Node) -> Loc:
     return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _loc_at(path: str, text: str, index: int) -> Loc:
+    """file:line:col of a character index in ``text``."""
+    line = text.count("\n", 0, index) + 1
+    return Loc(path, line, index - (text.rfind("\n", 0, index) + 1) + 1)
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+         (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def decode_config(path: str, data: bytes) -> str:
+    """A config file's bytes as text: UTF-8 (a UTF-8 byte-order mark is allowed), nothing else."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigErrors([ConfigIssue(Loc(path, 1, 1), "", _too_large(len(data)))])
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            raise ConfigErrors([ConfigIssue(Loc(path, 1, 1), "", (
+                f"is encoded as {encoding} (it starts with a byte-order mark); pmemd reads UTF-8: "
+                f"convert it, e.g. iconv -f {encoding} -t UTF-8"))])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        good = data[: exc.start].decode("utf-8")
+        raise ConfigErrors([ConfigIssue(_loc_at(path, good, len(good)), "", (
+            f"byte 0x{data[exc.start]:02x} is not valid UTF-8; pmemd reads config files as UTF-8: "
+            "convert the file (e.g. iconv -f LATIN1 -t UTF-8) or remove the byte"))]) from None
+
+
+def _too_large(size: int) -> str:
+    return (f"is {size} bytes, more than the {MAX_CONFIG_BYTES >> 10} KiB pmemd reads from one "
+            "config file (see pmem.yaml(5), LIMITS); split it or remove what is not config")
+
+
+class _Refused(Exception):
+    """Composing stopped at a limit; carries the one issue that says which."""
+
+    def __init__(self, issue: ConfigIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
 def load_yaml(path: str, text: str) -> Doc:
     """Parse one YAML document strictly; raises ConfigErrors with file:line:col."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigErrors([ConfigIssue(Loc(path, 1, 1), "", _too_large(len(text)))])
     try:
-        node = yaml.compose(text, Loader=_StrictLoader)
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # text decoded with surrogateescape: not UTF-8 on disk
+        raise ConfigErrors([ConfigIssue(_loc_at(path, text, exc.start), "", (
+            "is not valid UTF-8 here; pmemd reads config files as UTF-8: convert the file"))]) from None
+    issues: list[ConfigIssue] = []
+    try:
+        node = _compose(path, text, issues)
+    except _Refused as exc:
+        raise ConfigErrors([exc.issue]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path, 1, 1)
-        raise ConfigErrors([ConfigIssue(loc, "", f"YAML syntax: {exc.problem or exc}")]) from None
+        # problem and context are fixed phrases ("found character '\\t' that cannot start any
+        # token"); the exception's own text would add a snippet of the file.
+        what = exc.problem or exc.context or type(exc).__name__
+        raise ConfigErrors([ConfigIssue(loc, "", f"YAML syntax: {what}")]) from None
+    except yaml.reader.ReaderError as exc:
+        loc = _loc_at(path, text, min(max(exc.position, 0), len(text)))
+        raise ConfigErrors([ConfigIssue(loc, "", (
+            f"character #x{exc.character:04x} is not allowed in YAML ({exc.reason}); remove it"
+            if isinstance(exc.character, int) else f"YAML: {exc.reason}"))]) from None
     except yaml.YAMLError as exc:
-        raise ConfigErrors([ConfigIssue(Loc(path, 1, 1), "", f"YAML: {exc}")]) from None
+        raise ConfigErrors([ConfigIssue(Loc(path, 1, 1), "", f"YAML: {type(exc).__name__}")]) from None
     doc = Doc(data=None)
-    issues: list[ConfigIssue] = []
+    if node is None and issues:
+        raise ConfigErrors(issues)
     if node is None:
         doc.data = {}
         return doc
@@ -125,6 +197,109 @@ def load_yaml(path: str, text: str) -> Doc:
     if issues:
         raise ConfigErrors(issues)
     return doc
+
+
+_PLAIN_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+
+
+def _compose(path: str, text: str, issues: list[ConfigIssue]) -> yaml.Node | None:
+    """The node tree of a single-document stream, built from parser events without recursion.
+
+    Refuses aliases and explicit tags (as issues) and stops at ``MAX_DEPTH`` and ``MAX_NODES``
+    (raising _Refused), so the tree is small and acyclic whatever the text.
+    """
+    loader = _StrictLoader(text)
+    try:
+        loader.get_event()  # StreamStartEvent
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # DocumentStartEvent
+        root: yaml.Node | None = None
+        # Open collections: (node, pending key) - a map's key waits here for its value.
+        stack: list[list[Any]] = []
+        count = 0
+        while True:
+            event = loader.get_event()
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                node = stack.pop()[0]
+                node.end_mark = event.end_mark
+            elif isinstance(event, yaml.DocumentEndEvent):
+                break
+            else:
+                count += 1
+                if count > MAX_NODES:
+                    raise _Refused(ConfigIssue(_event_loc(path, event), "", (
+                        f"more than {MAX_NODES} YAML values in one file (see pmem.yaml(5), LIMITS); "
+                        "this is not a pmemd config: remove what does not belong")))
+                node = _node(path, loader, event, issues)
+                if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+                    if len(stack) >= MAX_DEPTH:
+                        raise _Refused(ConfigIssue(_event_loc(path, event), "", (
+                            f"YAML nested more than {MAX_DEPTH} levels deep (see pmem.yaml(5), "
+                            "LIMITS); a pmemd config nests 5 levels: flatten it")))
+                    _attach(stack, node)
+                    stack.append([node, None])
+                    continue
+                _attach(stack, node)
+            if not stack:
+                root = node
+        if not loader.check_event(yaml.StreamEndEvent):
+            extra = loader.get_event()
+            issues.append(ConfigIssue(_event_loc(path, extra), "", (
+                "a second YAML document ('---'); a config file holds one: move it to its own file")))
+        return root
+    finally:
+        loader.dispose()
+
+
+def _event_loc(path: str, event: Any) -> Loc:
+    mark = event.start_mark
+    return Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path, 1, 1)
+
+
+def _node(path: str, loader: Any, event: Any, issues: list[ConfigIssue]) -> Any:
+    start: Any = event.start_mark
+    end: Any = event.end_mark
+    if isinstance(event, yaml.AliasEvent):
+        if not any(i.message.startswith("YAML aliases") for i in issues):  # one per file is enough
+            name = event.anchor or ""
+            anchor = name if len(name) <= 32 else name[:29] + "..."
+            issues.append(ConfigIssue(_event_loc(path, event), "", (
+                f"YAML aliases (*{anchor}) are not supported; write the value out at each place")))
+        return yaml.ScalarNode("tag:yaml.org,2002:null", "", start, end)
+    tag = event.tag
+    if isinstance(event, yaml.ScalarEvent):
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        elif tag not in _PLAIN_TAGS:
+            issues.append(_tag_issue(path, event, tag))
+            tag = "tag:yaml.org,2002:str"  # refused above; kept as text so nothing converts it
+        return yaml.ScalarNode(tag, event.value, start, end, style=event.style)
+    kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+    default = "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
+    if tag is not None and tag not in ("!", default):
+        issues.append(_tag_issue(path, event, tag))
+    return kind(default, [], start, None, flow_style=event.flow_style)
+
+
+def _tag_issue(path: str, event: Any, tag: str) -> ConfigIssue:
+    shown = "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+    return ConfigIssue(_event_loc(path, event), "", (
+        f"YAML tag {token(shown)} is not supported; write a plain value (quote it to make it a string)"))
+
+
+def _attach(stack: list[list[Any]], node: yaml.Node) -> None:
+    if not stack:
+        return
+    top = stack[-1]
+    parent = top[0]
+    if isinstance(parent, yaml.SequenceNode):
+        parent.value.append(node)
+    elif top[1] is None:
+        top[1] = node
+    else:
+        parent.value.append((top[1], node))
+        top[1] = None
 
 
 def _construct(file: str, node: yaml.Node, path: tuple[str, ...], doc: Doc,
@@ -138,8 +313,10 @@ def _construct(file: str, node: yaml.Node, path: tuple[str, ...], doc: Doc,
                                           "YAML merge keys (<<) are not supported; write the keys out"))
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                got = (token(key_node.value) if isinstance(key_node, yaml.ScalarNode)
+                       else "a list" if isinstance(key_node, yaml.SequenceNode) else "a map")
                 issues.append(ConfigIssue(_mark(file, key_node), ".".join(path),
-                                          f"keys must be plain strings, got {key_node.value!r}"))
+                                          f"keys must be plain strings, got {got}"))
                 continue
             key = key_node.value
             sub = (*path, key)
@@ -161,13 +338,26 @@ def _construct(file: str, node: yaml.Node, path: tuple[str, ...], doc: Doc,
     if tag == "tag:yaml.org,2002:bool":
         return value.lower() == "true"
     if tag == "tag:yaml.org,2002:int":
-        return int(value, 16) if value.startswith("0x") else int(value)
+        digits = value.lstrip("+-")
+        if len(digits) > 40:  # 2**64 has 20 decimal digits; int() refuses 4,300 and more
+            issues.append(ConfigIssue(_mark(file, node), ".".join(path), (
+                f"a number of {len(digits)} digits is far beyond 64 bits; sizes and offsets "
+                "are at most 16E (2^64 - 1 bytes)")))
+            return value
+        try:
+            return int(value, 16) if value.startswith("0x") else int(value)
+        except ValueError:  # the implicit resolver only matches integers; kept as a guard
+            issues.append(ConfigIssue(_mark(file, node), ".".join(path), f"{token(value)} is not an integer"))
+            return value
     if tag == "tag:yaml.org,2002:float":
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            issues.append(ConfigIssue(_mark(file, node), ".".join(path), f"{token(value)} is not a number"))
+            return value
     if tag == "tag:yaml.org,2002:str":
         return value
-    issues.append(ConfigIssue(_mark(file, node), ".".join(path),
-                              f"YAML tag {tag} is not supported; write a plain value"))
+    # Tags are refused while composing; only merge keys' values etc. get here.
     return value
 
 
@@ -227,7 +417,7 @@ def _merge_into(dst: dict[str, Any], src: dict[str, Any], path: tuple[str, ...],
                 shadow = ("/pmem.d/" in prev_file and not prev_file.startswith("/etc/pmem.d/"))
                 issues.append(ConfigIssue(
                     loc, ".".join(sub),
-                    f"conflicts with {previous.loc} ({dst[key]!r} there, {value!r} here); "
+                    f"conflicts with {previous.loc} ({token(dst[key])} there, {token(value)} here); "
                     "this key decides which memory is reserved, so pmemd does not pick one: "
                     "remove it from one file"
                     + (f", or shadow {prev_file} with a file of the same name in /etc/pmem.d"
@@ -236,8 +426,11 @@ def _merge_into(dst: dict[str, Any], src: dict[str, Any], path: tuple[str, ...],
             overrides: tuple[Loc, ...] = (*previous.overrides, previous.loc)
         else:
             overrides = ()
-        for stale in [p for p in merged.origins if p[: len(sub)] == sub and p != sub]:
-            del merged.origins[stale]
+        if isinstance(dst.get(key), dict) and dst[key]:
+            # A map replaced by a scalar or list: forget where its leaves were set. Only then:
+            # a scan of every origin per key would make merging quadratic in the key count.
+            for stale in [p for p in merged.origins if p[: len(sub)] == sub and p != sub]:
+                del merged.origins[stale]
         dst[key] = value
         _record_leaves(value, sub, doc, merged, overrides)
 
@@ -248,7 +441,7 @@ def _same_amount(a: Any, b: Any) -> bool:
         return True
     try:
         return parse_size(a) == parse_size(b)
-    except SizeError:
+    except ValueError:  # SizeError too
         return False  # e.g. "auto" against a number, or an invalid value (validation reports it)
 
 
@@ -312,8 +505,56 @@ def build(discovery: Discovery) -> Loaded:
         config = Config.model_validate(data)
     except ValidationError as exc:
         fallback = Loc(docs[0][0], 1, 1) if docs else None
-        raise ConfigErrors([_issue(err, merged, fallback) for err in exc.errors()]) from None
+        errors = exc.errors()
+        found = [_issue(err, merged, fallback) for err in errors[:MAX_REPORTED]]
+        if len(errors) > MAX_REPORTED:
+            found.append(ConfigIssue(found[-1].loc, "", (
+                f"and {len(errors) - MAX_REPORTED} more errors not shown; fix these first")))
+        raise ConfigErrors(found) from None
+    mounts = _check_mounts(config, merged)
+    if mounts:
+        raise ConfigErrors(mounts)
     return Loaded(config, merged, discovery)
+
+
+def _check_mounts(config: Config, merged: Merged) -> list[ConfigIssue]:
+    """Two namespaces on one mount point, or one mounted inside another's: both lines named.
+
+    A mount inside another would hide the inner one or be hidden by it, depending on the order
+    of mounting; pmemd refuses both instead of choosing.
+    """
+    issues: list[ConfigIssue] = []
+    by_path: dict[str, str] = {}
+    for name in sorted(config.namespaces):
+        mount = config.namespaces[name].mount
+        if mount is not None:
+            by_path.setdefault(mount.path, name)
+
+    def loc(name: str) -> Loc | None:
+        origin = merged.origins.get(("namespaces", name, "mount", "path"))
+        return origin.loc if origin else merged.key_locs.get(("namespaces", name))
+
+    for name in sorted(config.namespaces):
+        mount = config.namespaces[name].mount
+        if mount is None:
+            continue
+        key = f"namespaces.{name}.mount.path"
+        first = by_path[mount.path]
+        if first != name:
+            issues.append(ConfigIssue(loc(name), key, (
+                f"{mount.path} is also the mount path of namespace {first} (at {loc(first)}); "
+                "give each namespace its own mount point")))
+            continue
+        parent = mount.path.rpartition("/")[0]
+        while parent:
+            outer = by_path.get(parent)
+            if outer is not None:
+                issues.append(ConfigIssue(loc(name), key, (
+                    f"{mount.path} lies inside {parent}, the mount path of namespace {outer} (at "
+                    f"{loc(outer)}); mount points must not nest: move one of them")))
+                break
+            parent = parent.rpartition("/")[0]
+    return issues
 
 
 def _issue(err: Any, merged: Merged, fallback: Loc | None = None) -> ConfigIssue:
@@ -345,13 +586,13 @@ def _issue(err: Any, merged: Merged, fallback: Loc | None = None) -> ConfigIssue
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(path[:-1])
-        msg = f"unknown key {path[-1]!r}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+        msg = f"unknown key {token(path[-1])}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
     elif err["type"] == "missing":
-        msg = f"required key {path[-1]!r} is missing"
+        msg = f"required key {token(path[-1])} is missing"
     elif err["type"] == "literal_error" and path == ("version",):
         msg = "version must be 1 (the only config format so far)"
     elif err["type"] == "enum":
-        msg = f"{err.get('input')!r} is not allowed; {err['msg'].lower()}"
+        msg = f"{token(err.get('input'))} is not allowed; {err['msg'].lower()}"
     elif err["type"] == "string_pattern_mismatch" and len(path) == 2 and path[0] == "namespaces":
         msg = ("namespace names are 1-32 characters of lower-case letters, digits, '-' and '_', "
                "starting with a letter or digit")

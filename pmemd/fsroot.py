@@ -9,15 +9,56 @@ replace.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# What one read of a host file may return. The largest files pmemd reads are mountinfo on a host
+# with thousands of mounts (about 150 bytes a mount) and its own action log; procfs and sysfs
+# files stat as size 0, so the cap is on the bytes read, not on st_size.
+MAX_HOST_FILE = 16 << 20
+
+# Symlinks below --root that lead out of it are refused, except into the kernel's own /proc: a
+# captured tree used with loop devices links proc/self/mountinfo to the live one to see mounts.
+_LIVE_PREFIXES = ("/proc/",)
+
 
 class PathEscape(ValueError):
     """A host path that would leave the root prefix."""
+
+
+class HostFileError(PathEscape):
+    """A host file pmemd refuses to read: not a regular file, above its size limit, a symlink
+    loop, a symlink out of the root, or an I/O error. A PathEscape, so every caller that reports
+    a path problem in one line reports this one the same way."""
+
+
+def shown(path: str) -> str:
+    """A path fit for a one-line message: control characters (a newline in a file name) escaped."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"),
+                       (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _os_problem(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"{shown(path)} is a symlink loop (or a chain of more than 40 links); fix or remove the link"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{shown(path)}: a path or link target is too long"
+    return f"{shown(path)} cannot be read: {exc.strerror or exc}"
 
 
 @dataclass(frozen=True)
@@ -53,13 +94,111 @@ class Root:
             raise PathEscape(f"{path} resolves outside the root {self.prefix}")
         return real
 
-    def read_text(self, path: str) -> str | None:
-        """File contents, or None when the file does not exist (or is unreadable)."""
+    def read_bytes(self, path: str, *, limit: int = MAX_HOST_FILE, live: bool = True) -> bytes | None:
+        """The bytes of a regular file; None when it does not exist, is a directory or unreadable.
+
+        Bounded: anything but a regular file (a FIFO would block forever, /dev/zero never ends)
+        is refused before it is opened, and again after (O_NONBLOCK, fstat) in case it was
+        swapped in between; more than ``limit`` bytes is refused. Below a root other than /, a
+        symlink must resolve inside the root (``live``: or into the host's /proc). Refusals
+        raise HostFileError naming the file, never showing its contents.
+        """
+        real = self.path(path)
         try:
-            with open(self.path(path), encoding="utf-8", errors="surrogateescape") as f:
-                return f.read()
+            st = os.stat(real)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return None
+        except OSError as exc:
+            raise HostFileError(_os_problem(path, exc)) from None
+        if not self.is_host:
+            self.check_inside(path, live=live)
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            raise HostFileError(f"{shown(path)} is {file_kind(st.st_mode)}, not a regular file; "
+                                "pmemd does not read it: replace it with a file or remove it")
+        if st.st_size > limit:
+            raise HostFileError(_too_large(path, limit))
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
             return None
+        except OSError as exc:
+            raise HostFileError(_os_problem(path, exc)) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise HostFileError(f"{shown(path)} changed into something other than a regular "
+                                    "file while pmemd opened it; pmemd does not read it")
+            chunks: list[bytes] = []
+            got = 0
+            while got <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except BlockingIOError:
+            raise HostFileError(f"{shown(path)} would block; pmemd reads only regular files") from None
+        except HostFileError:
+            raise
+        except OSError as exc:
+            raise HostFileError(_os_problem(path, exc)) from None
+        finally:
+            os.close(fd)
+        if got > limit:
+            raise HostFileError(_too_large(path, limit))
+        return b"".join(chunks)
+
+    def read_text(self, path: str, *, limit: int = MAX_HOST_FILE) -> str | None:
+        """File contents (see ``read_bytes``), or None when the file does not exist (or is unreadable)."""
+        data = self.read_bytes(path, limit=limit)
+        return None if data is None else data.decode("utf-8", errors="surrogateescape")
+
+    def read_tail(self, path: str, *, limit: int = 1 << 20) -> str | None:
+        """The last ``limit`` bytes of a regular file, from its first whole line (append-only logs)."""
+        real = self.path(path)
+        try:
+            st = os.stat(real)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return None
+        except OSError as exc:
+            raise HostFileError(_os_problem(path, exc)) from None
+        if st.st_size <= limit:
+            return self.read_text(path, limit=limit)
+        if not self.is_host:
+            self.check_inside(path, live=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise HostFileError(f"{shown(path)} is {file_kind(st.st_mode)}, not a regular file")
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise HostFileError(f"{shown(path)} is not a regular file")
+            data = os.pread(fd, limit, max(0, st.st_size - limit))
+        except HostFileError:
+            raise
+        except OSError as exc:
+            raise HostFileError(_os_problem(path, exc)) from None
+        finally:
+            os.close(fd)
+        text = data.decode("utf-8", errors="surrogateescape")
+        return text.partition("\n")[2]
+
+    def check_inside(self, path: str, *, live: bool = False) -> None:
+        """Raise HostFileError if ``path``'s symlinks lead out of the root (``live``: or into the
+        host's /proc). Nothing to check when the root is /."""
+        if self.is_host:
+            return
+        resolved = os.path.realpath(self.path(path))
+        inside = os.path.realpath(self.prefix)
+        if resolved == inside or resolved.startswith(inside.rstrip("/") + "/"):
+            return
+        if live and resolved.startswith(_LIVE_PREFIXES):
+            return
+        raise HostFileError(f"{shown(path)} is a symlink that leads out of the root {self.prefix}; "
+                            "pmemd does not follow it: make the link relative to the tree or copy the file")
 
     def read_attr(self, path: str) -> str | None:
         """A one-line sysfs attribute, stripped; None if absent or unreadable."""
@@ -73,16 +212,23 @@ class Root:
         return os.path.isdir(self.path(path))
 
     def listdir(self, path: str) -> list[str]:
-        """Sorted entry names; empty when the directory does not exist."""
+        """Sorted entry names; empty when the directory does not exist.
+
+        A symlink loop or an I/O error raises HostFileError: an unreadable directory of host
+        facts is reported, not taken as an empty one.
+        """
         try:
             return sorted(os.listdir(self.path(path)))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
+        except OSError as exc:
+            raise HostFileError(_os_problem(path, exc)) from None
 
     def stat(self, path: str, *, follow: bool = True) -> os.stat_result | None:
+        """os.stat below the root; None when it cannot be had (absent, a symlink loop, EIO)."""
         try:
             return os.stat(self.path(path), follow_symlinks=follow)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return None
 
     def mtime_ns(self, path: str) -> int | None:
@@ -178,6 +324,12 @@ class Root:
                 tmp.unlink()
             raise
         _fsync_dir(target.parent)
+
+
+def _too_large(path: str, limit: int) -> str:
+    amount = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+    return (f"{shown(path)} is larger than {amount}, the most pmemd reads from this file; "
+            "it is not what pmemd expects there")
 
 
 def _fsync_dir(directory: Path) -> None:

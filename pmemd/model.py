@@ -19,7 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from pmemd.units import GIB, SizeError, parse_size
+from pmemd.units import GIB, MAX_BYTES, SizeError, parse_size, token
+
+__all__ = ["token"]  # re-exported for config: one way to quote a value in a message
 
 
 def _size(value: object) -> int:
@@ -38,14 +40,21 @@ def _offset(value: object) -> int | str:
 # The JSON Schema of sizes is written out: the Python types (int, or int | "auto") would give a
 # schema that rejects the strings the config accepts ("4G", "0x100000000").
 _SIZE_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "integer", "minimum": 0},
-              {"type": "string", "pattern": r"^(0|[1-9][0-9]*|0[xX][0-9a-fA-F]+)[KMGT]?$"}],
+    "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_BYTES},
+              {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,19}|0[xX][0-9a-fA-F]{1,16})[KMGT]?$"}],
 }
 Size = Annotated[int, BeforeValidator(_size), WithJsonSchema(_SIZE_SCHEMA)]
+_ALIGN = 128 << 20  # validate.ALIGN; repeated here only for the schema
+# A namespace size: the integer form can carry the 128 MiB rule, the string form only the shape.
+NsSize = Annotated[int, BeforeValidator(_size), WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": _ALIGN, "maximum": MAX_BYTES, "multipleOf": _ALIGN},
+    _SIZE_SCHEMA["anyOf"][1]]})]
 Offset = Annotated[
     int | Literal["auto"],
     BeforeValidator(_offset),
-    WithJsonSchema({"anyOf": [*_SIZE_SCHEMA["anyOf"], {"const": "auto"}]}),
+    WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 4 << 30, "maximum": MAX_BYTES, "multipleOf": _ALIGN},
+        _SIZE_SCHEMA["anyOf"][1], {"const": "auto"}]}),
 ]
 
 
@@ -90,24 +99,66 @@ class OnForeignData(StrEnum):
     WIPE = "wipe"
 
 
-_DURATION = re.compile(r"([1-9][0-9]*)(s|m|min|h)?")
+# systemd.time(7) time spans: "1h 30min", "2min30s", "1.5h", "500ms"; a bare number is seconds.
+_TIMESPAN_UNITS: dict[str, float] = {
+    **dict.fromkeys(("usec", "us", "µs", "μs"), 1e-6),
+    **dict.fromkeys(("msec", "ms"), 1e-3),
+    **dict.fromkeys(("seconds", "second", "sec", "s", ""), 1.0),
+    **dict.fromkeys(("minutes", "minute", "min", "m"), 60.0),
+    **dict.fromkeys(("hours", "hour", "hr", "h"), 3600.0),
+    **dict.fromkeys(("days", "day", "d"), 86400.0),
+    **dict.fromkeys(("weeks", "week", "w"), 7 * 86400.0),
+    **dict.fromkeys(("months", "month", "M"), 30.44 * 86400),
+    **dict.fromkeys(("years", "year", "y"), 365.25 * 86400),
+}
+_UNIT_WORDS = "|".join(sorted((re.escape(u) for u in _TIMESPAN_UNITS if u), key=len, reverse=True))
+_TIMESPAN_PART = re.compile(rf"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*({_UNIT_WORDS})?(?![A-Za-zµμ])")
+_TIMESPAN = rf"^\s*(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*({_UNIT_WORDS})?(?![A-Za-zµμ])\s*)+$"
+MAX_DURATION = 366 * 86400  # a resync once a year is "never"; more is a typo
+
+
+def parse_timespan(text: str) -> float:
+    """Seconds in a systemd time span (``1h30m``, ``2min 30s``, ``500ms``); ValueError otherwise."""
+    pos, total, parts = 0, 0.0, 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TIMESPAN_PART.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(text)
+        if m.group(2) is None and m.end() < len(text) and not text[m.end()].isspace():
+            raise ValueError(text)  # "1.5.5s": a number without a unit runs into the next one
+        total += float(m.group(1)) * _TIMESPAN_UNITS[m.group(2) or ""]
+        pos, parts = m.end(), parts + 1
+    if not parts:
+        raise ValueError(text)
+    return total
 
 
 def _duration(value: object) -> int:
+    """Whole seconds; a span with a fraction of a second is rounded up (at least 1s)."""
+    hint = "write e.g. 300, 90s, 5min, 1h30m or '2min 30s' (systemd.time(7))"
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 300, 90s, 5m or 1h")
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError("a duration must be positive")
-        return value
-    if isinstance(value, str):
-        m = _DURATION.fullmatch(value.strip())
-        if m:
-            return int(m.group(1)) * {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
-    raise ValueError(f"{value!r} is not a duration; write e.g. 300, 90s, 5m or 1h")
+        raise ValueError(f"expected a duration; {hint}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = parse_timespan(value)
+        except ValueError:
+            raise ValueError(f"{token(value)} is not a duration; {hint}") from None
+    else:
+        raise ValueError(f"expected a duration; {hint}")
+    if not seconds > 0:
+        raise ValueError(f"a duration must be positive; {hint}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{token(value)} is more than a year; {hint}")
+    whole = int(seconds)
+    return whole if whole == seconds else whole + 1
 
 
-Duration = Annotated[int, BeforeValidator(_duration), Field(json_schema_extra={"type": ["integer", "string"]})]
+Duration = Annotated[int, BeforeValidator(_duration), WithJsonSchema({
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
+              {"type": "string", "pattern": _TIMESPAN}]})]
 
 # A calendar expression is checked for shape here and by systemd itself (systemd-analyze
 # calendar) before pmemd schedules anything with it.
@@ -124,6 +175,7 @@ class Settings(_Strict):
     reboot_window: str = Field(
         "Sun 03:00",
         description="systemd calendar expression (see systemd.time(7)) used by reboot: schedule.",
+        json_schema_extra={"pattern": f"^{_CALENDAR.pattern}$"},
     )
     bootloader: BootloaderChoice = Field(
         BootloaderChoice.AUTO,
@@ -141,7 +193,8 @@ class Settings(_Strict):
     )
     resync_interval: Duration = Field(
         300,
-        description="Daemon: seconds (or 90s/5m/1h) between full reconcile passes without events.",
+        description="Daemon: time between full reconcile passes without events: seconds, or a "
+        "systemd time span (90s, 5min, 1h30m, '2min 30s'); rounded up to whole seconds.",
     )
 
     @field_validator("reboot_window")
@@ -149,7 +202,7 @@ class Settings(_Strict):
     def _calendar_shape(cls, v: str) -> str:
         if not _CALENDAR.fullmatch(v):
             raise ValueError(
-                f"{v!r} is not a systemd calendar expression; write e.g. 'Sun 03:00' or "
+                f"{token(v)} is not a systemd calendar expression; write e.g. 'Sun 03:00' or "
                 "'*-*-* 02:30' (see systemd.time(7))"
             )
         return v
@@ -180,10 +233,12 @@ _MOUNT_ALLOWED = {
 class Filesystem(_Strict):
     type: FsType = Field(description="ext4 or xfs; created with 4 KiB blocks so DAX works.")
     label: str | None = Field(
-        None, description="Filesystem label (ext4: up to 16 bytes, xfs: up to 12 bytes)."
+        None, description="Filesystem label (ext4: up to 16 bytes, xfs: up to 12 bytes).",
+        json_schema_extra={"pattern": "^[A-Za-z0-9_.-]{1,16}$"},
     )
     options: tuple[str, ...] = Field(
-        (), description="Extra mkfs arguments, one per list item; checked, never a shell string."
+        (), description="Extra mkfs arguments, one per list item; checked, never a shell string.",
+        json_schema_extra={"items": {"type": "string", "pattern": "^(?:" + _OPT_TOKEN.pattern + ")$"}},
     )
 
     @field_validator("label")
@@ -191,7 +246,7 @@ class Filesystem(_Strict):
     def _label(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,16}", v):
             raise ValueError(
-                f"label {v!r} must be 1-16 characters of letters, digits, '_', '.', '-'"
+                f"label {token(v)} must be 1-16 characters of letters, digits, '_', '.', '-'"
             )
         return v
 
@@ -201,49 +256,51 @@ class Filesystem(_Strict):
         for opt in v:
             if not _OPT_TOKEN.fullmatch(opt):
                 raise ValueError(
-                    f"mkfs option {opt!r} has characters pmemd does not pass on (spaces, quotes, "
+                    f"mkfs option {token(opt)} has characters pmemd does not pass on (spaces, quotes, "
                     "shell syntax); give each argument as its own list item"
                 )
             flag = opt.split("=", 1)[0]
             if flag in _MKFS_FORBIDDEN:
-                raise ValueError(f"mkfs option {opt!r} is not allowed: {_MKFS_FORBIDDEN[flag]}")
+                raise ValueError(f"mkfs option {token(opt)} is not allowed: {_MKFS_FORBIDDEN[flag]}")
             if "inline_data" in opt and not opt.startswith("^"):
-                raise ValueError(f"mkfs option {opt!r}: ext4 refuses DAX with inline_data")
+                raise ValueError(f"mkfs option {token(opt)}: ext4 refuses DAX with inline_data")
             if re.search(r"(^|,)uuid=", opt):
-                raise ValueError(f"mkfs option {opt!r} is not allowed: pmemd chooses and records the "
+                raise ValueError(f"mkfs option {token(opt)} is not allowed: pmemd chooses and records the "
                                  "filesystem UUID itself (mkfs.xfs -m uuid=)")
             if "reflink=1" in opt:
-                raise ValueError(f"mkfs option {opt!r}: xfs DAX needs reflink=0 on most kernels")
+                raise ValueError(f"mkfs option {token(opt)}: xfs DAX needs reflink=0 on most kernels")
         return v
 
     @model_validator(mode="after")
     def _xfs_label(self) -> Filesystem:
         if self.type is FsType.XFS and self.label is not None and len(self.label) > 12:
-            raise ValueError(f"xfs labels hold at most 12 characters; {self.label!r} is longer")
+            raise ValueError(f"xfs labels hold at most 12 characters; {token(self.label)} is longer")
         return self
 
 
 class Mount(_Strict):
-    path: str = Field(description="Absolute mount point; created if missing.")
+    path: str = Field(description="Absolute mount point; created if missing.",
+                      json_schema_extra={"pattern": r"^(/[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*)+$"})
     options: tuple[str, ...] = Field(
-        (), description="Extra mount options from an allow-list; DAX (dax=always) is always added."
+        (), description="Extra mount options from an allow-list; DAX (dax=always) is always added.",
+        json_schema_extra={"items": {"enum": list(sorted(_MOUNT_ALLOWED))}},
     )
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
         if not v.startswith("/"):
-            raise ValueError(f"mount path {v!r} must be absolute, e.g. /pmem/fast")
+            raise ValueError(f"mount path {token(v)} must be absolute, e.g. /pmem/fast")
         parts = v.split("/")
         if any(p in (".", "..") for p in parts) or "//" in v or (v != "/" and v.endswith("/")):
-            raise ValueError(f"mount path {v!r} must be normalised (no '.', '..', '//' or trailing /)")
+            raise ValueError(f"mount path {token(v)} must be normalised (no '.', '..', '//' or trailing /)")
         if v == "/":
             raise ValueError("mount path must not be /")
         for bad in ("/proc", "/sys", "/dev", "/boot", "/run/pmemd", "/var/lib/pmemd"):
             if v == bad or v.startswith(bad + "/"):
-                raise ValueError(f"mount path {v!r} is inside {bad}; choose e.g. /pmem/<name>")
+                raise ValueError(f"mount path {token(v)} is inside {bad}; choose e.g. /pmem/<name>")
         if not re.fullmatch(r"[A-Za-z0-9_./@+-]+", v):
-            raise ValueError(f"mount path {v!r} may only hold letters, digits and _./@+-")
+            raise ValueError(f"mount path {token(v)} may only hold letters, digits and _./@+-")
         return v
 
     @field_validator("options")
@@ -251,10 +308,10 @@ class Mount(_Strict):
     def _options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for opt in v:
             if opt.startswith("dax"):
-                raise ValueError(f"mount option {opt!r}: pmemd adds dax=always itself; remove it")
+                raise ValueError(f"mount option {token(opt)}: pmemd adds dax=always itself; remove it")
             if opt not in _MOUNT_ALLOWED:
                 raise ValueError(
-                    f"mount option {opt!r} is not on pmemd's allow-list; allowed: "
+                    f"mount option {token(opt)} is not on pmemd's allow-list; allowed: "
                     + ", ".join(sorted(_MOUNT_ALLOWED))
                 )
         return v
@@ -264,8 +321,13 @@ NAME_RE = r"[a-z0-9][a-z0-9_-]{0,31}"
 XFS_MIN = 300 << 20  # xfsprogs >= 5.19: "Filesystem must be larger than 300MB"
 
 
+def _accept_none_string(schema: dict[str, Any]) -> None:
+    """``filesystem: none`` is accepted like an absent filesystem; the schema says so too."""
+    schema["anyOf"] = [*schema["anyOf"], {"const": "none"}]
+
+
 class Namespace(_Strict):
-    size: Size = Field(description="Bytes, or a number with one suffix K/M/G/T; multiple of 128M.")
+    size: NsSize = Field(description="Bytes, or a number with one suffix K/M/G/T; multiple of 128M.")
     offset: Offset = Field(
         "auto",
         description="Physical start address (multiple of 128M, >= 4G), or auto: pmemd picks a "
@@ -273,7 +335,8 @@ class Namespace(_Strict):
     )
     mode: Mode = Field(Mode.FSDAX, description="fsdax (default), devdax or raw.")
     filesystem: Filesystem | None = Field(
-        None, description="Filesystem to create on the device; omit or 'none' for devdax/raw."
+        None, description="Filesystem to create on the device; omit or 'none' for devdax/raw.",
+        json_schema_extra=_accept_none_string,
     )
     mount: Mount | None = Field(None, description="Where to mount the filesystem, with DAX.")
     on_foreign_data: OnForeignData = Field(
@@ -311,18 +374,75 @@ class Namespace(_Strict):
         return self
 
 
+# Each namespace is one memmap= argument on the kernel command line, which holds 2048 bytes on
+# x86 (COMMAND_LINE_SIZE) including the distribution's own arguments; a canonical token is 16-24
+# bytes. 64 regions fit with room to spare; the e820 table (128 + 3 * MAX_NUMNODES entries) is
+# larger still. More than 4 also costs KASLR (see validate).
+MAX_NAMESPACES = 64
+
+
 class Config(_Strict):
     version: Literal[1] = Field(description="Config format version; must be 1.")
     settings: Settings = Field(default_factory=Settings)
     namespaces: dict[Annotated[str, Field(pattern=f"^{NAME_RE}$")], Namespace] = Field(
         default_factory=dict,
-        description="Emulated pmem regions by name (lower-case letters, digits, '-', '_').",
-        json_schema_extra={"additionalProperties": False},  # a name outside the pattern is an error
+        description="Emulated pmem regions by name (lower-case letters, digits, '-', '_'); at "
+        f"most {MAX_NAMESPACES}.",
+        json_schema_extra={"additionalProperties": False,  # a name outside the pattern is an error
+                           "maxProperties": MAX_NAMESPACES},
     )
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_int(cls, v: Any) -> Any:
+        if isinstance(v, float):  # 1.0 would pass as 1: the format version is an integer
+            raise ValueError(f"version must be the integer 1, not {token(v)}")
+        return v
 
-def json_schema() -> dict[str, Any]:
-    schema = Config.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _namespace_count(cls, v: Any) -> Any:
+        if isinstance(v, dict) and len(v) > MAX_NAMESPACES:
+            raise ValueError(
+                f"{len(v)} namespaces; pmemd accepts at most {MAX_NAMESPACES}: each is one memmap= "
+                "argument on a kernel command line of 2048 bytes (x86). Use fewer, larger regions")
+        return v
+
+
+DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+
+
+def json_schema(*, main: bool = False) -> dict[str, Any]:
+    """JSON Schema draft-07 of the config (what editors' YAML language servers support).
+
+    By default one schema for both kinds of file: ``version`` is optional, as in a drop-in
+    fragment (pmemd itself still requires it in /etc/pmem.yaml). ``main=True`` gives the stricter
+    schema of /etc/pmem.yaml alone.
+    """
+    schema: dict[str, Any] = _draft07(Config.model_json_schema())
+    schema["$schema"] = DRAFT_07
     schema["title"] = "pmem.yaml"
+    if main:
+        schema["description"] = "/etc/pmem.yaml, the main config file of pmemd (pmem.yaml(5))."
+    else:
+        schema.pop("required", None)
+        schema["description"] = ("/etc/pmem.yaml or a fragment in /usr/lib/pmem.d, /run/pmem.d, "
+                                 "/etc/pmem.d (pmem.yaml(5)); version: 1 is required in /etc/pmem.yaml.")
     return schema
+
+
+def _draft07(node: Any) -> Any:
+    """pydantic's 2020-12 output in draft-07 terms: ``definitions`` for ``$defs``, and a ``$ref``
+    alone in its object (draft-07 ignores the keywords beside one)."""
+    if isinstance(node, list):
+        return [_draft07(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {("definitions" if k == "$defs" else k): _draft07(v) for k, v in node.items()}
+    if isinstance(out.get("$ref"), str):
+        out["$ref"] = out["$ref"].replace("#/$defs/", "#/definitions/")
+    if "$ref" in out and len(out) > 1:
+        ref = out.pop("$ref")
+        keep = {k: out.pop(k) for k in ("description", "title", "default") if k in out}
+        out = {**keep, "allOf": [{"$ref": ref}, *([out] if out else [])]}
+    return out

@@ -89,9 +89,34 @@ def parse_cmdline(text: str) -> Cmdline:
 # --- memory maps ---------------------------------------------------------------------------
 
 
-def parse_firmware_entry(start: str, end: str, type_: str) -> MemRange:
-    """One /sys/firmware/memmap/N entry; ``end`` there is inclusive."""
-    return MemRange(int(start.strip(), 16), int(end.strip(), 16) + 1, type_.strip())
+CORRUPT = "corrupt: "  # type prefix of a firmware map entry that could not be read (see validate)
+_HEX = re.compile(r"(?:0[xX])?[0-9a-fA-F]{1,16}")
+
+
+def parse_firmware_entry(start: str, end: str, type_: str, *, source: str = "/sys/firmware/memmap") -> MemRange:
+    """One /sys/firmware/memmap/N entry; ``end`` there is inclusive.
+
+    A file that is not a 64-bit hex number, or an end below the start, gives an empty range
+    whose type starts with ``CORRUPT`` and says what is wrong with which file (``source``: the
+    entry's directory): validation then refuses to judge any range against the map, instead
+    of drawing conclusions from a damaged one.
+    """
+    s, e, t = start.strip(), end.strip(), type_.strip()
+    for label, text in (("start", s), ("end", e)):
+        if not _HEX.fullmatch(text):
+            return MemRange(0, 0, f"{CORRUPT}{source}/{label} is not a 64-bit hex address "
+                            f"({_token(text)})")
+    lo, hi = int(s, 16), int(e, 16) + 1
+    if hi <= lo:
+        return MemRange(0, 0, f"{CORRUPT}{source}: end {e} lies below start {s}")
+    if not t.isprintable() or len(t) > 64:
+        return MemRange(0, 0, f"{CORRUPT}{source}/type is not a memory type name ({_token(t)})")
+    return MemRange(lo, hi, t)
+
+
+def _token(text: str, limit: int = 40) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 _IOMEM = re.compile(r"^(?P<indent> *)(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+) : (?P<name>.*)$")
@@ -190,8 +215,8 @@ def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
         sep = 6
         while sep < len(fields) and fields[sep] != "-":
             sep += 1
-        if len(fields) < sep + 4:
-            continue
+        if len(fields) < sep + 4 or not fields[0].isdigit() or len(fields[0]) > 20:
+            continue  # not a mountinfo line (a damaged file): skipped like a short line
         out.append(MountEntry(
             mount_id=int(fields[0]),
             device=fields[2],

@@ -4,6 +4,10 @@ Precedence follows systemd: a fragment in ``/etc/pmem.d`` shadows one of the sam
 ``/run/pmem.d``, which shadows ``/usr/lib/pmem.d``; an empty file or a symlink to ``/dev/null``
 masks. ``/etc/pmem.yaml`` is merged first, then the remaining fragments in lexical order of their
 file names.
+
+Only regular files are read, each up to ``config.MAX_CONFIG_BYTES``; below a ``--root`` a
+symlink must stay inside the root. Anything else is refused with the file's name and never
+opened (a FIFO would block, ``/dev/zero`` would never end).
 """
 
 from __future__ import annotations
@@ -11,26 +15,26 @@ from __future__ import annotations
 import os
 import stat
 
-from pmemd.config import ConfigErrors, ConfigIssue, Discovery, Loc, Source
-from pmemd.fsroot import Root
+from pmemd.config import MAX_CONFIG_BYTES, ConfigErrors, ConfigIssue, Discovery, Loc, Source, decode_config
+from pmemd.fsroot import HostFileError, Root, file_kind, shown
 
 MAIN_CONFIG = "/etc/pmem.yaml"
 DROPIN_DIRS = ("/etc/pmem.d", "/run/pmem.d", "/usr/lib/pmem.d")  # highest precedence first
 
 
 def _is_dev_null(root: Root, path: str) -> bool:
-    real = root.join(path)
-    return real.is_symlink() and os.readlink(real) == "/dev/null"
+    try:
+        return os.readlink(root.join(path)) == "/dev/null"
+    except OSError:  # not a symlink, or gone
+        return False
 
 
 def _is_mask(root: Root, path: str) -> bool:
-    real = root.join(path)
+    """A symlink to /dev/null, or an empty regular file (a FIFO or device is no mask: refused)."""
     if _is_dev_null(root, path):
         return True
-    try:
-        return real.stat().st_size == 0
-    except FileNotFoundError:
-        return False
+    st = root.stat(path)
+    return st is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def check_permissions(root: Root, path: str) -> str | None:
@@ -40,9 +44,10 @@ def check_permissions(root: Root, path: str) -> str | None:
         return None
     allowed_owners = {0, os.geteuid()}
     if st.st_uid not in allowed_owners:
-        return f"owned by uid {st.st_uid}, not root; run: chown root: {path}"
+        return f"owned by uid {st.st_uid}, not root; run: chown root: {shown(path)}"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {path}"
+        return (f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"run: chmod go-w {shown(path)}")
     return None
 
 
@@ -51,17 +56,34 @@ def discover(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ...] =
     """Find config files: [(path, shadowed paths)], masked, shadowed, main present.
 
     ``main_root`` is where the main file lives when ``--config`` names a file outside the root.
+    A drop-in directory that cannot be listed, or a fragment whose name holds control
+    characters, raises ConfigErrors.
     """
     mroot = main_root or root
+    issues: list[ConfigIssue] = []
     by_name: dict[str, list[str]] = {}
     for directory in dropin_dirs:
-        for name in root.listdir(directory):
-            if name.endswith(".yaml") and not name.startswith("."):
-                by_name.setdefault(name, []).append(f"{directory}/{name}")
+        try:
+            names = root.listdir(directory)
+        except HostFileError as exc:
+            issues.append(ConfigIssue(Loc(directory, 1, 1), "", _without_path(str(exc), directory)))
+            continue
+        for name in names:
+            if not name.endswith(".yaml") or name.startswith("."):
+                continue
+            if not name.isprintable():
+                issues.append(ConfigIssue(Loc(shown(f"{directory}/{name}"), 1, 1), "", (
+                    "the file name holds control characters (a newline, a tab); rename the file")))
+                continue
+            by_name.setdefault(name, []).append(f"{directory}/{name}")
+    if issues:
+        raise ConfigErrors(issues)
     chosen: list[tuple[str, tuple[str, ...]]] = []
     masked: list[str] = []
     shadowed: list[str] = []
-    main_present = mroot.join(main).is_file() or mroot.join(main).is_symlink()
+    # Anything at the main path counts as present (a FIFO or a directory there is refused when
+    # read, not taken for a missing file); only a link to /dev/null masks it.
+    main_present = os.path.lexists(mroot.join(main))
     if main_present and not _is_dev_null(mroot, main):  # an empty main file is read (and refused)
         chosen.append((main, ()))
     elif main_present:
@@ -76,6 +98,42 @@ def discover(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ...] =
     return chosen, masked, shadowed, main_present
 
 
+def _without_path(message: str, path: str) -> str:
+    """A HostFileError message without its leading path (the issue's location names it)."""
+    return message.removeprefix(shown(path)).lstrip(": ") or message
+
+
+def read_config_file(root: Root, path: str) -> str | ConfigIssue:
+    """The decoded text of one config file, or the issue that refuses it."""
+    try:
+        root.check_inside(path)
+    except HostFileError as exc:
+        return ConfigIssue(Loc(path, 1, 1), "", _without_path(str(exc), path))
+    st = root.stat(path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else file_kind(st.st_mode)
+        return ConfigIssue(Loc(path, 1, 1), "", (
+            f"is {what}, not a regular file; pmemd reads config only from regular files: "
+            "replace it with a file, or remove it"))
+    if st is not None and st.st_size > MAX_CONFIG_BYTES:
+        return ConfigIssue(Loc(path, 1, 1), "", (
+            f"is {st.st_size} bytes, more than the {MAX_CONFIG_BYTES >> 10} KiB pmemd reads from "
+            "one config file (see pmem.yaml(5), LIMITS); split it or remove what is not config"))
+    why = check_permissions(root, path)
+    if why:
+        return ConfigIssue(Loc(path, 1, 1), "", f"refused: {why}")
+    try:
+        data = root.read_bytes(path, limit=MAX_CONFIG_BYTES, live=False)
+    except HostFileError as exc:
+        return ConfigIssue(Loc(path, 1, 1), "", _without_path(str(exc), path))
+    if data is None:
+        return ConfigIssue(Loc(path, 1, 1), "", "cannot be read")
+    try:
+        return decode_config(path, data)
+    except ConfigErrors as exc:
+        return exc.issues[0]
+
+
 def read_sources(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ...] = DROPIN_DIRS,
                  main_root: Root | None = None) -> Discovery:
     """Read every effective config file; refuse files non-root users could have written."""
@@ -84,13 +142,9 @@ def read_sources(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ..
     sources: list[Source] = []
     for path, hidden in chosen:
         where = (main_root or root) if path == main else root
-        why = check_permissions(where, path)
-        if why:
-            issues.append(ConfigIssue(Loc(path, 1, 1), "", f"refused: {why}"))
-            continue
-        text = where.read_text(path)
-        if text is None:
-            issues.append(ConfigIssue(Loc(path, 1, 1), "", "cannot be read"))
+        text = read_config_file(where, path)
+        if isinstance(text, ConfigIssue):
+            issues.append(text)
             continue
         if path == main and not text.strip():
             # Unlike a drop-in, the main file shadows nothing: empty, it would mean "no
@@ -105,5 +159,3 @@ def read_sources(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ..
     if issues:
         raise ConfigErrors(issues)
     return Discovery(tuple(sources), tuple(masked), tuple(shadowed), main_present)
-
-

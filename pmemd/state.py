@@ -13,6 +13,7 @@ from typing import Any
 
 STATE_FILE = "/var/lib/pmemd/state.json"
 ACTION_LOG = "/var/lib/pmemd/actions.jsonl"
+MAX_STATE_CHARS = 4 << 20  # the state of 64 namespaces is about 40 KiB
 
 
 @dataclass(frozen=True)
@@ -75,31 +76,87 @@ def loads(text: str | None) -> Owned:
     """Parse the state file; an absent file is an empty state."""
     if not text or not text.strip():
         return Owned()
+    if len(text) > MAX_STATE_CHARS:
+        raise StateError(f"{STATE_FILE} is damaged (more than {MAX_STATE_CHARS >> 20} MiB; pmemd "
+                         "writes a few KiB); move it aside to start over")
     try:
-        data: dict[str, Any] = json.loads(text)
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
         spaces = {}
-        for name, ns in data.get("namespaces", {}).items():
+        for name, entry in _map(data.get("namespaces", {}), "namespaces").items():
+            ns = _map(entry, f"namespaces.{name}")
             fs = ns.get("filesystem")
-            spaces[name] = OwnedNamespace(
-                start=int(ns["start"]), size=int(ns["size"]),
-                filesystem=OwnedFs(**fs) if fs else None,
-                mount_path=ns.get("mount_path"),
-                verified=ns.get("verified"),
-                verified_boot_id=ns.get("verified_boot_id"),
+            if fs:
+                fs = _map(fs, f"namespaces.{name}.filesystem")
+                filesystem: OwnedFs | None = OwnedFs(
+                    uuid=_str(fs.get("uuid"), "uuid"), type=_str(fs.get("type"), "type"),
+                    label=_opt_str(fs.get("label"), "label"), complete=_bool(fs.get("complete", True)))
+            else:
+                filesystem = None
+            spaces[_str(name, "namespace name")] = OwnedNamespace(
+                start=_addr(ns["start"], "start"), size=_addr(ns["size"], "size"),
+                filesystem=filesystem,
+                mount_path=_opt_str(ns.get("mount_path"), "mount_path"),
+                verified=_opt_str(ns.get("verified"), "verified"),
+                verified_boot_id=_opt_str(ns.get("verified_boot_id"), "verified_boot_id"),
             )
         pr = data.get("pending_reboot")
         pending = None
         if pr:
+            pr = _map(pr, "pending_reboot")
             pending = PendingReboot(
-                since=pr["since"], boot_id=pr.get("boot_id"), reason=pr["reason"],
-                added=tuple(pr.get("added", ())), removed=tuple(pr.get("removed", ())),
-                scheduled_for=pr.get("scheduled_for"),
+                since=_str(pr["since"], "since"), boot_id=_opt_str(pr.get("boot_id"), "boot_id"),
+                reason=_str(pr["reason"], "reason"),
+                added=_strs(pr.get("added", ()), "added"), removed=_strs(pr.get("removed", ()), "removed"),
+                scheduled_for=_opt_str(pr.get("scheduled_for"), "scheduled_for"),
             )
         return Owned(
-            kernel_args=tuple(data.get("kernel_args", ())),
-            backend=data.get("backend"),
+            kernel_args=_strs(data.get("kernel_args", ()), "kernel_args"),
+            backend=_opt_str(data.get("backend"), "backend"),
             namespaces=spaces,
             pending_reboot=pending,
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: not a JSON object
-        raise StateError(f"{STATE_FILE} is damaged ({exc}); move it aside to start over") from None
+    except RecursionError:  # nesting deeper than the interpreter's stack: not pmemd's file
+        raise StateError(f"{STATE_FILE} is damaged (nested far deeper than pmemd writes it); "
+                         "move it aside to start over") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = str(exc)
+        why = why if len(why) <= 80 else why[:77] + "..."
+        raise StateError(f"{STATE_FILE} is damaged ({type(exc).__name__}: {why}); move it aside "
+                         "to start over") from None
+
+
+def _map(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not an object")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is not a string")
+    return value
+
+
+def _opt_str(value: Any, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+def _strs(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} is not a list of strings")
+    return tuple(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("complete is not true or false")
+    return value
+
+
+def _addr(value: Any, what: str) -> int:
+    """A physical address or size as pmemd writes it: an integer in 0 .. 2^64 - 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        raise ValueError(f"{what} is not a 64-bit byte count")
+    return value

@@ -19,8 +19,25 @@ _SUFFIX = {"": 1, "K": KIB, "M": MIB, "G": GIB, "T": TIB}
 _KERNEL_SUFFIX = {"K": KIB, "M": MIB, "G": GIB, "T": TIB, "P": 1024 * TIB, "E": 1024 * 1024 * TIB}
 
 
+MAX_BYTES = (1 << 64) - 1  # the kernel's memparse() and e820 hold 64-bit addresses and sizes
+
+
 class SizeError(ValueError):
     """A size or address the config must not accept; the message says what to write."""
+
+
+def token(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message quotes the offending token, never
+    a whole line of a file (a drop-in can be a link to any file on the host)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _checked(value: int, text: object) -> int:
+    if value > MAX_BYTES:
+        raise SizeError(f"{token(text)} is more than 16E (2^64 - 1 bytes), beyond any address "
+                        "the kernel can hold; write the size of real memory, e.g. 4G")
+    return value
 
 
 _CONFIG_SIZE = re.compile(r"(?P<num>0|[1-9][0-9]*|0[xX][0-9a-fA-F]+)(?P<suf>[KMGT]?)")
@@ -32,20 +49,25 @@ def parse_size(value: object) -> int:
         raise SizeError(f"expected a size such as 4G or 1073741824, got the boolean {value}")
     if isinstance(value, int):
         if value < 0:
-            raise SizeError(f"{value} is negative; sizes and offsets are byte counts ≥ 0")
-        return value
+            raise SizeError(f"{token(value)} is negative; sizes and offsets are byte counts ≥ 0")
+        return _checked(value, value)
     if not isinstance(value, str):
         raise SizeError(f"expected a size such as 4G or 1073741824, got {type(value).__name__}")
     text = value.strip()
     m = _CONFIG_SIZE.fullmatch(text)
     if m:
         num, suf = m.group("num"), m.group("suf")
+        if len(num) > 40:  # int() refuses 4,300 digits; 2^64 has 20
+            return _checked(MAX_BYTES + 1, text)
         base = int(num, 16) if num[:2] in ("0x", "0X") else int(num, 10)
-        return base * _SUFFIX[suf]
+        return _checked(base * _SUFFIX[suf], text)
     return _explain_bad_size(text)
 
 
 def _explain_bad_size(text: str) -> int:
+    if len(text) > 40:
+        raise SizeError(f"{token(text)} is not a size; write a number of bytes or a number with "
+                        "one suffix K/M/G/T (binary), e.g. 4G or 12G")
     if not text:
         raise SizeError("empty size; write a number with an optional K/M/G/T suffix, e.g. 4G")
     if text.startswith("-"):

@@ -13,7 +13,7 @@ from itertools import pairwise
 
 from pmemd.facts import Cmdline, HostFacts, MemmapEntry, MemmapKind, MemRange
 from pmemd.model import Config, KaslrPolicy
-from pmemd.parse import parse_cmdline
+from pmemd.parse import CORRUPT, parse_cmdline
 from pmemd.state import Owned
 from pmemd.units import GIB, MIB, human, render
 
@@ -110,6 +110,14 @@ def _node_of(facts: HostFacts, start: int, end: int) -> tuple[set[int], bool]:
 def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, Placement], list[Issue]]:
     issues: list[Issue] = []
     placements: dict[str, Placement] = {}
+    corrupt = [r.type.removeprefix(CORRUPT) for r in facts.firmware_map if r.type.startswith(CORRUPT)]
+    if corrupt:
+        # A damaged map cannot say where RAM is: judging ranges against the rest of it could
+        # place a namespace on firmware memory, or refuse one for a wrong reason.
+        issues.extend(Issue("error", None, "", f"the firmware memory map is corrupt: {why}; pmemd "
+                            "validates no range against it (on a captured tree: capture it again)")
+                      for why in corrupt)
+        return placements, issues
     ram = ram_entries(facts)
     if not ram:
         if config.namespaces:
@@ -129,6 +137,12 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
         assert isinstance(ns.offset, int)
         start, size, end = ns.offset, ns.size, ns.offset + ns.size
         errs = _check_size(name, size)
+        if end > 1 << 64:
+            issues.extend([*errs, Issue("error", name, f"{key}.offset",
+                                        f"{render(start)} + size {render(size)} ends beyond 2^64, the "
+                                        "end of the physical address space; use offset: auto or an "
+                                        "offset inside the firmware map's System RAM")])
+            continue
         if start % ALIGN:
             lo, hi = start - start % ALIGN, start - start % ALIGN + ALIGN
             errs.append(Issue("error", name, f"{key}.offset",
