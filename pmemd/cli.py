@@ -15,7 +15,6 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from pmemd import __version__
-from pmemd.config import ConfigErrors
 from pmemd.engine import Target, assess, load_config
 from pmemd.fsroot import PathEscape
 from pmemd.report import (
@@ -31,6 +30,7 @@ from pmemd.report import (
 )
 from pmemd.runner import SubprocessRunner
 from pmemd.state import ACTION_LOG, StateError
+from pmemd.yamldoc import ConfigErrors
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -97,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:  # a bug in pmemd: still one line, never a traceback
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        print(f"pmemd: internal error in `pmemd {args.command}`{where}: {type(exc).__name__}: {exc}; "
+              "please report it (pmemd --version, the command and this line)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -215,12 +220,12 @@ def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: 
 
 
 def _last_actions(target: Target, count: int = 10) -> list[dict[str, Any]]:
-    text = target.root.read_text(ACTION_LOG) or ""
+    text = target.root.read_tail(ACTION_LOG) or ""
     out = []
     for line in text.splitlines()[-count:]:
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(entry, dict):  # a damaged line (null, a number) is skipped, not shown
             out.append(entry)

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import FrameType
 
-from pmemd.config import ConfigErrors, Loaded
+from pmemd.config import Loaded
 from pmemd.engine import Target, apply, assess, load_config
 from pmemd.journal import ERR, INFO, NOTICE, Journal
 from pmemd.notify import Notifier, watchdog_interval
 from pmemd.report import summary_line
 from pmemd.runner import Runner
+from pmemd.yamldoc import ConfigErrors
 
 DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
 MAX_DELAY = 2.0  # ...but a continuous stream of events delays a pass at most this long

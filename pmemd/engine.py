@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from pmemd import observe as obs
 from pmemd import state
 from pmemd.actions import Reboot
-from pmemd.config import ConfigErrors, ConfigIssue, Loaded, Loc, build
+from pmemd.config import Loaded, build
 from pmemd.fsroot import Root
 from pmemd.plan import Assessment, Plan, plan
 from pmemd.runner import Runner
+from pmemd.yamldoc import ConfigErrors, ConfigIssue, Loc
 
 if TYPE_CHECKING:  # the executor is imported when a pass runs: plan and status never load it
     from pmemd.execute import Outcome

@@ -184,6 +184,7 @@ class BootConfig:
     notes: tuple[str, ...] = ()  # e.g. "grub.cfg is older than /etc/default/grub"
     owned_file: str | None = None  # the file pmemd writes its tokens to on this layout
     owned_tokens: tuple[str, ...] = ()  # tokens currently in that file
+    problems: tuple[str, ...] = ()  # damaged boot files: pmemd changes nothing until they are fixed
 
     @property
     def default_args(self) -> tuple[str, ...] | None:

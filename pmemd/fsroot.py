@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +102,26 @@ class Root:
         symlink must resolve inside the root (``live``: or into the host's /proc). Refusals
         raise HostFileError naming the file, never showing its contents.
         """
-        real = self.path(path)
+        st = self._regular(path, live=live)
+        if st is None:
+            return None
+        if st.st_size > limit:
+            raise HostFileError(_too_large(path, limit))
+        fd = self._open_regular(path)
+        if fd is None:
+            return None
         try:
-            st = os.stat(real)
+            data = _read_capped(fd, path, limit)
+        finally:
+            os.close(fd)
+        if len(data) > limit:
+            raise HostFileError(_too_large(path, limit))
+        return data
+
+    def _regular(self, path: str, *, live: bool) -> os.stat_result | None:
+        """The stat of a regular file inside the root; None if absent or a directory."""
+        try:
+            st = os.stat(self.path(path))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             return None
         except OSError as exc:
@@ -117,37 +133,47 @@ class Root:
         if not stat.S_ISREG(st.st_mode):
             raise HostFileError(f"{shown(path)} is {file_kind(st.st_mode)}, not a regular file; "
                                 "pmemd does not read it: replace it with a file or remove it")
-        if st.st_size > limit:
-            raise HostFileError(_too_large(path, limit))
+        return st
+
+    def _open_regular(self, path: str) -> int | None:
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            fd = os.open(self.path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
             return None
         except OSError as exc:
             raise HostFileError(_os_problem(path, exc)) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise HostFileError(f"{shown(path)} changed into something other than a regular "
+                                "file while pmemd opened it; pmemd does not read it")
+        return fd
+
+    def read_kernel_log(self, path: str = "/dev/kmsg", *, limit: int = MAX_HOST_FILE) -> str | None:
+        """The kernel log device read without blocking, at most ``limit`` bytes (a regular file
+        in captured trees). The one reader that accepts a character device."""
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise HostFileError(f"{shown(path)} changed into something other than a regular "
-                                    "file while pmemd opened it; pmemd does not read it")
-            chunks: list[bytes] = []
-            got = 0
-            while got <= limit:
-                chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+            fd = os.open(self.path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while got < limit:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # EPIPE: a record was overwritten while reading; go on
+                    if exc.errno == errno.EPIPE:
+                        continue
+                    break
                 if not chunk:
                     break
-                chunks.append(chunk)
+                chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\n")
                 got += len(chunk)
-        except BlockingIOError:
-            raise HostFileError(f"{shown(path)} would block; pmemd reads only regular files") from None
-        except HostFileError:
-            raise
-        except OSError as exc:
-            raise HostFileError(_os_problem(path, exc)) from None
         finally:
             os.close(fd)
-        if got > limit:
-            raise HostFileError(_too_large(path, limit))
-        return b"".join(chunks)
+        return b"".join(chunks).decode("utf-8", errors="replace")
 
     def read_text(self, path: str, *, limit: int = MAX_HOST_FILE) -> str | None:
         """File contents (see ``read_bytes``), or None when the file does not exist (or is unreadable)."""
@@ -156,35 +182,21 @@ class Root:
 
     def read_tail(self, path: str, *, limit: int = 1 << 20) -> str | None:
         """The last ``limit`` bytes of a regular file, from its first whole line (append-only logs)."""
-        real = self.path(path)
-        try:
-            st = os.stat(real)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        st = self._regular(path, live=False)
+        if st is None:
             return None
-        except OSError as exc:
-            raise HostFileError(_os_problem(path, exc)) from None
         if st.st_size <= limit:
             return self.read_text(path, limit=limit)
-        if not self.is_host:
-            self.check_inside(path, live=False)
-        if not stat.S_ISREG(st.st_mode):
-            raise HostFileError(f"{shown(path)} is {file_kind(st.st_mode)}, not a regular file")
-        try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError:
+        fd = self._open_regular(path)
+        if fd is None:
             return None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise HostFileError(f"{shown(path)} is not a regular file")
-            data = os.pread(fd, limit, max(0, st.st_size - limit))
-        except HostFileError:
-            raise
+            data = os.pread(fd, limit, st.st_size - limit)
         except OSError as exc:
             raise HostFileError(_os_problem(path, exc)) from None
         finally:
             os.close(fd)
-        text = data.decode("utf-8", errors="surrogateescape")
-        return text.partition("\n")[2]
+        return data.decode("utf-8", errors="surrogateescape").partition("\n")[2]
 
     def check_inside(self, path: str, *, live: bool = False) -> None:
         """Raise HostFileError if ``path``'s symlinks lead out of the root (``live``: or into the
@@ -234,10 +246,6 @@ class Root:
     def mtime_ns(self, path: str) -> int | None:
         st = self.stat(path)
         return None if st is None else st.st_mtime_ns
-
-    def is_block_device(self, path: str) -> bool:
-        st = self.stat(path)
-        return st is not None and stat.S_ISBLK(st.st_mode)
 
     def symlinks_on_path(self, path: str) -> list[str]:
         """Host paths of existing symlinks among ``path`` and its parents."""
@@ -326,6 +334,24 @@ class Root:
         _fsync_dir(target.parent)
 
 
+def _read_capped(fd: int, path: str, limit: int) -> bytes:
+    """Up to ``limit`` + 1 bytes (one more than allowed tells the caller it was too large)."""
+    chunks: list[bytes] = []
+    got = 0
+    try:
+        while got <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    except BlockingIOError:
+        raise HostFileError(f"{shown(path)} would block; pmemd reads only regular files") from None
+    except OSError as exc:
+        raise HostFileError(_os_problem(path, exc)) from None
+    return b"".join(chunks)
+
+
 def _too_large(path: str, limit: int) -> str:
     amount = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
     return (f"{shown(path)} is larger than {amount}, the most pmemd reads from this file; "
@@ -338,11 +364,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def walk_files(root: Root, path: str) -> Iterator[str]:
-    """Host paths of regular files directly in ``path`` (sorted)."""
-    for name in root.listdir(path):
-        full = f"{path.rstrip('/')}/{name}"
-        if root.join(full).is_file():
-            yield full

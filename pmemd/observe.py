@@ -8,7 +8,6 @@ that are not mounted.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 
@@ -38,7 +37,7 @@ def read_firmware_map(root: Root) -> tuple[MemRange, ...]:
         end = root.read_attr(f"{base}/{name}/end")
         type_ = root.read_attr(f"{base}/{name}/type")
         if start and end and type_:
-            entries.append(parse.parse_firmware_entry(start, end, type_))
+            entries.append(parse.parse_firmware_entry(start, end, type_, source=f"{base}/{name}"))
     return tuple(sorted(entries, key=lambda r: r.start))
 
 
@@ -157,29 +156,8 @@ def read_mounts(root: Root, interest: set[str] | None = None) -> tuple[MountEntr
 
 
 def read_kmsg(root: Root) -> str | None:
-    """The kernel log: /dev/kmsg read without blocking (a regular file in captured trees)."""
-    path = root.join("/dev/kmsg")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    chunks: list[bytes] = []
-    try:
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError as exc:  # EPIPE: a record was overwritten while reading; go on
-                if exc.errno == 32:
-                    continue
-                break
-            if not chunk:
-                break
-            chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\n")
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode("utf-8", errors="replace")
+    """The kernel log: /dev/kmsg read without blocking, capped (a regular file in captured trees)."""
+    return root.read_kernel_log("/dev/kmsg")
 
 
 def probe_signature(root: Root, runner: Runner, device: str) -> Signature:

@@ -29,6 +29,11 @@ def _error(key: str, message: str) -> Issue:
 
 
 def _next_arg_issues(config: Config, facts: HostFacts) -> tuple[Issue, ...]:
+    damaged = tuple(_error("", p) for p in facts.boot.problems)
+    return damaged + _next_arg_limits(config, facts)
+
+
+def _next_arg_limits(config: Config, facts: HostFacts) -> tuple[Issue, ...]:
     next_args = facts.boot.default_args
     if next_args is None:
         if not config.namespaces:

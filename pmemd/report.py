@@ -152,7 +152,7 @@ def summary_line(a: Assessment) -> str:
     """The one line a person reads in ``systemctl status pmemd``."""
     p = a.plan
     if p.errors:
-        return f"error: {p.errors[0].message}"
+        return f"error: {issue_loc(a.loaded, p.errors[0].key)}{p.errors[0].message}"
     pending = a.owned.pending_reboot
     if pending is not None:
         return f"reboot pending since {pending.since[:16].replace('T', ' ')}: {pending.reason}"
@@ -200,7 +200,7 @@ def status_text(a: Assessment, log: list[dict[str, Any]]) -> str:
         pr = j["pending_reboot"]
         out.append(f"pending reboot: since {pr['since']} (boot {pr['boot_id']}): {pr['reason']}"
                    + (f", scheduled for {pr['scheduled_for']}" if pr["scheduled_for"] else ""))
-    out.extend(str(issue) for issue in a.plan.issues)
+    out.extend(f"{issue_loc(a.loaded, issue.key)}{issue}" for issue in a.plan.issues)
     if j["pending_actions"]:
         out.append("pending actions (run `pmemd plan` for details):")
         out.extend(f"  - {s}" for s in j["pending_actions"])

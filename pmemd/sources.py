@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import stat
 
-from pmemd.config import MAX_CONFIG_BYTES, ConfigErrors, ConfigIssue, Discovery, Loc, Source, decode_config
+from pmemd.config import Discovery, Source
 from pmemd.fsroot import HostFileError, Root, file_kind, shown
+from pmemd.yamldoc import MAX_CONFIG_BYTES, ConfigErrors, ConfigIssue, Loc, decode_config
 
 MAIN_CONFIG = "/etc/pmem.yaml"
 DROPIN_DIRS = ("/etc/pmem.d", "/run/pmem.d", "/usr/lib/pmem.d")  # highest precedence first
@@ -51,15 +52,8 @@ def check_permissions(root: Root, path: str) -> str | None:
     return None
 
 
-def discover(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ...] = DROPIN_DIRS,
-             main_root: Root | None = None) -> tuple[list[tuple[str, tuple[str, ...]]], list[str], list[str], bool]:
-    """Find config files: [(path, shadowed paths)], masked, shadowed, main present.
-
-    ``main_root`` is where the main file lives when ``--config`` names a file outside the root.
-    A drop-in directory that cannot be listed, or a fragment whose name holds control
-    characters, raises ConfigErrors.
-    """
-    mroot = main_root or root
+def _dropins_by_name(root: Root, dropin_dirs: tuple[str, ...]) -> dict[str, list[str]]:
+    """Fragment name -> its paths, highest precedence first; ConfigErrors for bad dirs and names."""
     issues: list[ConfigIssue] = []
     by_name: dict[str, list[str]] = {}
     for directory in dropin_dirs:
@@ -78,12 +72,25 @@ def discover(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ...] =
             by_name.setdefault(name, []).append(f"{directory}/{name}")
     if issues:
         raise ConfigErrors(issues)
+    return by_name
+
+
+def discover(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ...] = DROPIN_DIRS,
+             main_root: Root | None = None) -> tuple[list[tuple[str, tuple[str, ...]]], list[str], list[str], bool]:
+    """Find config files: [(path, shadowed paths)], masked, shadowed, main present.
+
+    ``main_root`` is where the main file lives when ``--config`` names a file outside the root.
+    A drop-in directory that cannot be listed, or a fragment whose name holds control
+    characters, raises ConfigErrors.
+    """
+    mroot = main_root or root
+    by_name = _dropins_by_name(root, dropin_dirs)
     chosen: list[tuple[str, tuple[str, ...]]] = []
     masked: list[str] = []
     shadowed: list[str] = []
     # Anything at the main path counts as present (a FIFO or a directory there is refused when
     # read, not taken for a missing file); only a link to /dev/null masks it.
-    main_present = os.path.lexists(mroot.join(main))
+    main_present = mroot.exists(main)
     if main_present and not _is_dev_null(mroot, main):  # an empty main file is read (and refused)
         chosen.append((main, ()))
     elif main_present:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from pmemd.facts import Cmdline, HostFacts, MemmapEntry, MemmapKind, MemRange
-from pmemd.model import Config, KaslrPolicy
+from pmemd.model import Config, KaslrPolicy, Namespace
 from pmemd.parse import CORRUPT, parse_cmdline
 from pmemd.state import Owned
 from pmemd.units import GIB, MIB, human, render
@@ -108,24 +108,14 @@ def _node_of(facts: HostFacts, start: int, end: int) -> tuple[set[int], bool]:
 
 
 def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, Placement], list[Issue]]:
+    """Place every namespace (fixed offsets checked, ``auto`` ones chosen) and check them all."""
+    problem = _map_problems(config, facts)
+    if problem is not None:
+        return {}, problem
+    ram = ram_entries(facts)
+    reserved = foreign_reservations(facts, owned)
     issues: list[Issue] = []
     placements: dict[str, Placement] = {}
-    corrupt = [r.type.removeprefix(CORRUPT) for r in facts.firmware_map if r.type.startswith(CORRUPT)]
-    if corrupt:
-        # A damaged map cannot say where RAM is: judging ranges against the rest of it could
-        # place a namespace on firmware memory, or refuse one for a wrong reason.
-        issues.extend(Issue("error", None, "", f"the firmware memory map is corrupt: {why}; pmemd "
-                            "validates no range against it (on a captured tree: capture it again)")
-                      for why in corrupt)
-        return placements, issues
-    ram = ram_entries(facts)
-    if not ram:
-        if config.namespaces:
-            issues.append(Issue("error", None, "", "the firmware memory map (/sys/firmware/memmap) "
-                                "is missing or unreadable, so no range can be validated; run as root "
-                                "on the host itself"))
-        return placements, issues
-    reserved = foreign_reservations(facts, owned)
     # Fixed offsets first, in name order, then auto placements: deterministic. Namespaces placed
     # before (recorded in the state file) go before new ones, so adding a namespace never takes
     # the range of an existing one and moves it (which would leave its data behind).
@@ -133,64 +123,92 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
     auto = sorted(((n, ns) for n, ns in config.namespaces.items() if ns.offset == "auto"),
                   key=lambda item: (item[0] not in owned.namespaces, item[0]))
     for name, ns in fixed:
-        key = f"namespaces.{name}"
-        assert isinstance(ns.offset, int)
-        start, size, end = ns.offset, ns.size, ns.offset + ns.size
-        errs = _check_size(name, size)
-        if end > 1 << 64:
-            issues.extend([*errs, Issue("error", name, f"{key}.offset",
-                                        f"{render(start)} + size {render(size)} ends beyond 2^64, the "
-                                        "end of the physical address space; use offset: auto or an "
-                                        "offset inside the firmware map's System RAM")])
-            continue
-        if start % ALIGN:
-            lo, hi = start - start % ALIGN, start - start % ALIGN + ALIGN
-            errs.append(Issue("error", name, f"{key}.offset",
-                              f"{render(start)} is not a multiple of 128 MiB; use {render(lo)} or "
-                              f"{render(hi)} ({WHY_ALIGN})"))
-        if start < LOW_LIMIT:
-            errs.append(Issue("error", name, f"{key}.offset",
-                              f"{render(start)} is below 4 GiB, where the PCI hole, firmware tables, "
-                              "the kernel, initrd and DMA32 allocations live; use an offset of 4G "
-                              "or more, or offset: auto"))
-        container = next((r for r in ram if r.contains(start, end)), None)
-        if container is None and not errs:
-            touching = [r for r in facts.firmware_map if r.overlaps(start, end)]
-            desc = "; ".join(f"{r.type} [{r.start:#x}-{r.end - 1:#x}]" for r in touching) or "no memory at all"
-            fits = ", ".join(f"[{max(r.start, LOW_LIMIT):#x}-{r.end - 1:#x}]" for r in ram
-                             if r.end - max(r.start, LOW_LIMIT) >= size)
-            errs.append(Issue("error", name, f"{key}.offset",
-                              f"range [{start:#x}-{end - 1:#x}] is not inside one firmware System RAM "
-                              f"entry (it touches: {desc}); writing there could corrupt firmware memory "
-                              f"or MMIO. System RAM at or above 4 GiB large enough: {fits or 'none'}; "
-                              "or use offset: auto"))
+        placed, errs = _place_fixed(name, ns, ram, facts)
         issues.extend(errs)
-        if not errs:
-            placements[name] = Placement(name, start, size, False, "fixed offset from the config")
+        if placed is not None:
+            placements[name] = placed
     for name, ns in auto:
-        errs = _check_size(name, ns.size)
-        if errs:
-            issues.extend(errs)
-            continue
         taken = [(p.start, p.end, f"namespace {p.name}") for p in placements.values()] + reserved
-        prior = owned.namespaces.get(name)
-        spot = None
-        prior_ok = prior is not None and prior.size == ns.size and _free(
-            prior.start, prior.start + prior.size, ram, taken, facts)
-        if prior is not None and prior_ok:
-            spot = (prior.start, "kept from the previous placement (recorded in the state file)")
-        if spot is None:
-            spot = _first_fit(ns.size, ram, taken, facts)
-        if spot is None:
-            issues.append(Issue("error", name, f"namespaces.{name}.size",
-                                f"no free 128 MiB-aligned range of {human(ns.size)} above 4 GiB inside "
-                                "one firmware System RAM entry; reduce size or free other reservations"))
-            continue
-        placements[name] = Placement(name, spot[0], ns.size, True, spot[1])
-    issues.extend(_check_overlaps(placements, reserved))
+        placed, errs = _place_auto(name, ns, ram, taken, facts, owned)
+        issues.extend(errs)
+        if placed is not None:
+            placements[name] = placed
+    return placements, issues + _cross_checks(config, facts, owned, placements, reserved)
+
+
+def _map_problems(config: Config, facts: HostFacts) -> list[Issue] | None:
+    """Errors that stop all placement: a corrupt or missing firmware map."""
+    corrupt = [r.type.removeprefix(CORRUPT) for r in facts.firmware_map if r.type.startswith(CORRUPT)]
+    if corrupt:
+        # A damaged map cannot say where RAM is: judging ranges against the rest of it could
+        # place a namespace on firmware memory, or refuse one for a wrong reason.
+        return [Issue("error", None, "", f"the firmware memory map is corrupt: {why}; pmemd validates no range "
+                      "against it (on a captured tree: capture it again)") for why in corrupt]
+    if ram_entries(facts):
+        return None
+    if not config.namespaces:
+        return []
+    return [Issue("error", None, "", "the firmware memory map (/sys/firmware/memmap) is missing or unreadable, "
+                  "so no range can be validated; run as root on the host itself")]
+
+
+def _place_fixed(name: str, ns: Namespace, ram: tuple[MemRange, ...], facts: HostFacts
+                 ) -> tuple[Placement | None, list[Issue]]:
+    key = f"namespaces.{name}.offset"
+    assert isinstance(ns.offset, int)
+    start, size, end = ns.offset, ns.size, ns.offset + ns.size
+    errs = _check_size(name, size)
+    if end > 1 << 64:
+        return None, [*errs, Issue("error", name, key, f"{render(start)} + size {render(size)} ends beyond "
+                                   "2^64, the end of the physical address space; use offset: auto or an "
+                                   "offset inside the firmware map's System RAM")]
+    if start % ALIGN:
+        lo, hi = start - start % ALIGN, start - start % ALIGN + ALIGN
+        errs.append(Issue("error", name, key, f"{render(start)} is not a multiple of 128 MiB; use {render(lo)} "
+                          f"or {render(hi)} ({WHY_ALIGN})"))
+    if start < LOW_LIMIT:
+        errs.append(Issue("error", name, key, f"{render(start)} is below 4 GiB, where the PCI hole, firmware "
+                          "tables, the kernel, initrd and DMA32 allocations live; use an offset of 4G or "
+                          "more, or offset: auto"))
+    if not errs and not any(r.contains(start, end) for r in ram):
+        touching = [r for r in facts.firmware_map if r.overlaps(start, end)]
+        desc = "; ".join(f"{r.type} [{r.start:#x}-{r.end - 1:#x}]" for r in touching) or "no memory at all"
+        fits = ", ".join(f"[{max(r.start, LOW_LIMIT):#x}-{r.end - 1:#x}]" for r in ram
+                         if r.end - max(r.start, LOW_LIMIT) >= size)
+        errs.append(Issue("error", name, key, f"range [{start:#x}-{end - 1:#x}] is not inside one firmware "
+                          f"System RAM entry (it touches: {desc}); writing there could corrupt firmware "
+                          f"memory or MMIO. System RAM at or above 4 GiB large enough: {fits or 'none'}; "
+                          "or use offset: auto"))
+    if errs:
+        return None, errs
+    return Placement(name, start, size, False, "fixed offset from the config"), []
+
+
+def _place_auto(name: str, ns: Namespace, ram: tuple[MemRange, ...], taken: list[tuple[int, int, str]],
+                facts: HostFacts, owned: Owned) -> tuple[Placement | None, list[Issue]]:
+    errs = _check_size(name, ns.size)
+    if errs:
+        return None, errs
+    prior = owned.namespaces.get(name)
+    spot = None
+    if prior is not None and prior.size == ns.size and _free(prior.start, prior.start + prior.size, ram,
+                                                             taken, facts):
+        spot = (prior.start, "kept from the previous placement (recorded in the state file)")
+    spot = spot or _first_fit(ns.size, ram, taken, facts)
+    if spot is None:
+        return None, [Issue("error", name, f"namespaces.{name}.size",
+                            f"no free 128 MiB-aligned range of {human(ns.size)} above 4 GiB inside one "
+                            "firmware System RAM entry; reduce size or free other reservations")]
+    return Placement(name, spot[0], ns.size, True, spot[1]), []
+
+
+def _cross_checks(config: Config, facts: HostFacts, owned: Owned, placements: dict[str, Placement],
+                  reserved: list[tuple[int, int, str]]) -> list[Issue]:
+    """Checks of all placements together: overlaps, RAM headroom, NUMA, KASLR, foreign memmap=."""
     ours = {p.token for p in placements.values()}  # a token set outside pmemd but wanted as it is
-    issues.extend(_check_headroom(config, facts, placements, _foreign_memmap_bytes(facts, owned, ours)))
-    issues.extend(_check_numa(facts, placements))
+    issues = [*_check_overlaps(placements, reserved),
+              *_check_headroom(config, facts, placements, _foreign_memmap_bytes(facts, owned, ours)),
+              *_check_numa(facts, placements)]
     foreign_pram = {e.token for e in facts.cmdline.pram if e.token not in owned.kernel_args}
     if len(placements) + len(foreign_pram) > KASLR_MAX_ENTRIES:
         issues.append(Issue("warning", None, "namespaces",
@@ -198,8 +216,7 @@ def validate(config: Config, facts: HostFacts, owned: Owned) -> tuple[dict[str, 
                             f"avoids at most {KASLR_MAX_ENTRIES} when it randomises the kernel's "
                             "physical address, and gives up randomising beyond that; fewer, larger "
                             "regions keep KASLR"))
-    issues.extend(_foreign_memmap_warnings(facts, owned, ours))
-    return placements, issues
+    return issues + _foreign_memmap_warnings(facts, owned, ours)
 
 
 def _foreign_memmap_warnings(facts: HostFacts, owned: Owned, ours: set[str]) -> list[Issue]:

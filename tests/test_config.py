@@ -15,11 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pmemd import cli
-from pmemd.config import ConfigErrors, Doc, build, load_yaml, merge
+from pmemd.config import build, merge
 from pmemd.engine import Target, load_config
 from pmemd.model import RebootPolicy
 from pmemd.sources import read_sources
 from pmemd.units import GIB
+from pmemd.yamldoc import ConfigErrors, Doc, load_yaml
 
 ISSUE_LINE = re.compile(r"^(?P<file>/[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<key>[^:]+): (?P<msg>.+)$")
 

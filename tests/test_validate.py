@@ -18,14 +18,15 @@ from hypothesis import strategies as st
 from pmemd.fsroot import Root
 from pmemd.observe import read_numa
 from pmemd.state import Owned, OwnedNamespace
-from pmemd.validate import Issue, kaslr_token, memmap_token, validate
+from pmemd.validate import Issue, Placement, kaslr_token, memmap_token, validate
 
 
 def errors(issues: list[Issue]) -> list[Issue]:
     return [i for i in issues if i.severity == "error"]
 
 
-def one(ns: dict[str, object], firmware: object = QEMU_PC_16G, **kw: object) -> tuple[dict, list[Issue]]:
+def one(ns: dict[str, object], firmware: object = QEMU_PC_16G,
+        **kw: object) -> tuple[dict[str, Placement], list[Issue]]:
     return validate(config({"x": ns}), make_facts(firmware=firmware, **kw), Owned())  # type: ignore[arg-type]
 
 
@@ -237,7 +238,7 @@ def test_headroom_default_is_4g() -> None:
 # --- NUMA ------------------------------------------------------------------------------------
 
 
-def numa_tree(tmp_path: Path) -> tuple:
+def numa_tree(tmp_path: Path) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
     """Two nodes: node0 = 0-3 GiB and 4-10 GiB, node1 = 10-17 GiB (memory blocks of 128 MiB)."""
     t = HostTree(tmp_path / "numa")
     t.numa(128 * MIB, {0: [(0, 3 * GIB), (4 * GIB, 10 * GIB)], 1: [(10 * GIB, 17 * GIB)]})

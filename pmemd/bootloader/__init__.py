@@ -87,12 +87,17 @@ def check(result: Result) -> Result:
     return result
 
 
-def kernel_cmdline_note(root: Root) -> tuple[str, ...]:
-    """``/etc/kernel/cmdline`` seeds the entries of kernels installed later (kernel-install)."""
+def kernel_cmdline_note(root: Root) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(notes, problems) about ``/etc/kernel/cmdline``, which seeds the entries of kernels
+    installed later (kernel-install)."""
     text = root.read_text("/etc/kernel/cmdline")
     if text is None:
-        return ()
-    return ("/etc/kernel/cmdline seeds future kernel entries: " + " ".join(parse_kernel_cmdline_file(text)),)
+        return (), ()
+    try:
+        args = parse_kernel_cmdline_file(text)
+    except ValueError as exc:
+        return (), (f"/etc/kernel/cmdline {exc}",)
+    return ("/etc/kernel/cmdline seeds future kernel entries: " + " ".join(args),), ()
 
 
 def grubenv(root: Root) -> dict[str, str]:

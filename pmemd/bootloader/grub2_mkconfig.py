@@ -25,7 +25,8 @@ class Grub2Mkconfig:
         return "/boot/grub2/grub.cfg without grubby" if root.exists("/boot/grub2/grub.cfg") else None
 
     def read(self, root: Root, *, detected_by: str) -> BootConfig:
-        return BootConfig(self.name, detected_by, read_rhel_entries(root), kernel_cmdline_note(root))
+        notes, problems = kernel_cmdline_note(root)
+        return BootConfig(self.name, detected_by, read_rhel_entries(root), notes, problems=problems)
 
     def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
         raise BootLoaderError(UNSUPPORTED)

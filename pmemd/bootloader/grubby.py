@@ -42,7 +42,8 @@ class Grubby:
         return None
 
     def read(self, root: Root, *, detected_by: str) -> BootConfig:
-        return BootConfig(self.name, detected_by, read_rhel_entries(root), kernel_cmdline_note(root))
+        notes, problems = kernel_cmdline_note(root)
+        return BootConfig(self.name, detected_by, read_rhel_entries(root), notes, problems=problems)
 
     def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
         argv = ["grubby", "--update-kernel=ALL"]

@@ -56,7 +56,8 @@ class SystemdBoot:
         esp = find_esp(root) or "/boot"
         loader = parse_bls_entry(root.read_text(f"{esp}/loader/loader.conf") or "")
         entries = parse_bls_entries(bls_files(root, f"{esp}/loader/entries"), {}, loader.get("default"))
-        return BootConfig(self.name, detected_by, entries, kernel_cmdline_note(root))
+        notes, problems = kernel_cmdline_note(root)
+        return BootConfig(self.name, detected_by, entries, notes, problems=problems)
 
     def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
         esp = find_esp(fx.root)
@@ -68,7 +69,10 @@ class SystemdBoot:
             proc = fx.root.read_text("/proc/cmdline") or ""
             base = [t for t in proc.split() if not t.startswith(("initrd=", "BOOT_IMAGE="))]
         else:
-            base = list(parse_kernel_cmdline_file(current))
+            try:
+                base = list(parse_kernel_cmdline_file(current))
+            except ValueError as exc:
+                raise BootLoaderError(f"{KERNEL_CMDLINE} {exc}") from None
         kept = [a for a in base if a not in remove and a not in desired]
         fx.write(KERNEL_CMDLINE, render_kernel_cmdline_file((*kept, *desired)))
         for path, text in entries:

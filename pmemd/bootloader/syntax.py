@@ -247,9 +247,13 @@ def _glob(pattern: str, name: str) -> bool:
 
 
 def parse_kernel_cmdline_file(text: str) -> tuple[str, ...]:
-    """``/etc/kernel/cmdline``: one line of arguments (comments ignored)."""
+    """``/etc/kernel/cmdline``: one line of arguments (comments ignored). ValueError when a quote
+    is not closed: the kernel would take the rest of the line as one argument."""
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    return tuple(shlex.split(" ".join(lines))) if lines else ()
+    try:
+        return tuple(shlex.split(" ".join(lines))) if lines else ()
+    except ValueError:
+        raise ValueError("has a quote that is not closed; fix it by hand") from None
 
 
 def render_kernel_cmdline_file(args: tuple[str, ...]) -> str:
