@@ -17,11 +17,13 @@ from typing import Any, NoReturn
 from pmemd import __version__
 from pmemd.engine import Target, assess, load_config
 from pmemd.fsroot import PathEscape
+from pmemd.plan import Assessment
 from pmemd.report import (
     FORMAT,
     config_json,
     config_text,
-    issue_loc,
+    error_json,
+    issue_lines,
     plan_json,
     plan_text,
     status_json,
@@ -63,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="main config file instead of <root>/etc/pmem.yaml (drop-ins still come from "
                    "<root>/usr/lib/pmem.d, /run/pmem.d, /etc/pmem.d)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("validate", help="check the config (syntax, schema, this host's memory map)")
+    va = sub.add_parser("validate", help="check the config (syntax, schema, this host's memory map)")
+    va.add_argument("--dropin", metavar="FILE",
+                    help="also check FILE as if it were installed as /etc/pmem.d/NAME (a candidate drop-in, "
+                    "e.g. for Ansible's validate: or a package's tests); nothing is installed")
+    va.add_argument("--as", dest="dropin_name", metavar="NAME",
+                    help="the drop-in's file name for --dropin (default: FILE's own name)")
     c = sub.add_parser("config", help="print the effective config with the file and line of each value")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     pl = sub.add_parser("plan", help="show what pmemd would change (exit 0 in sync, 2 changes, 1 error)")
@@ -84,24 +91,31 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
         return _dispatch(args, parser)
     except ConfigErrors as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return EXIT_ERROR
+        return _refuse(as_json, [(str(i), error_json(i)) for i in exc.issues])
     except (UserError, StateError, PathEscape) as exc:
-        print(f"pmemd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _refuse(as_json, [(f"pmemd: {exc}", error_json(str(exc)))])
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # a bug in pmemd: still one line, never a traceback
         where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
-        print(f"pmemd: internal error in `pmemd {args.command}`{where}: {type(exc).__name__}: {exc}; "
-              "please report it (pmemd --version, the command and this line)", file=sys.stderr)
-        return EXIT_ERROR
+        line = (f"pmemd: internal error in `pmemd {args.command}`{where}: {type(exc).__name__}: {exc}; "
+                "please report it (pmemd --version, the command and this line)")
+        return _refuse(as_json, [(line, error_json(line))])
+
+
+def _refuse(as_json: bool, errors: list[tuple[str, dict[str, Any]]]) -> int:
+    """Every error on stderr, one line each; with --json also one document on stdout."""
+    for line, _ in errors:
+        print(line, file=sys.stderr)
+    if as_json:
+        _print_json({"format": FORMAT, "errors": [doc for _, doc in errors]})
+    return EXIT_ERROR
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -133,9 +147,13 @@ def _config(target: Target, args: argparse.Namespace) -> int:
 
 
 def _validate(target: Target, args: argparse.Namespace) -> int:
-    a = assess(target, SubprocessRunner())
-    for issue in a.plan.issues:
-        print(f"{issue_loc(a.loaded, issue.key)}{issue}", file=sys.stderr)
+    candidate = None
+    if args.dropin:
+        candidate = (os.path.abspath(args.dropin), args.dropin_name or os.path.basename(args.dropin))
+    elif args.dropin_name:
+        raise UserError("--as names the file given with --dropin; add --dropin FILE")
+    a = assess(target, SubprocessRunner(), load_config(target, candidate=candidate))
+    _issues_to_stderr(a)
     if a.plan.errors:
         return EXIT_ERROR
     n = len(a.loaded.config.namespaces)
@@ -147,11 +165,17 @@ def _validate(target: Target, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _issues_to_stderr(a: Assessment) -> None:
+    for line in issue_lines(a):
+        print(line, file=sys.stderr)
+
+
 def _plan(target: Target, args: argparse.Namespace) -> int:
     a = assess(target, SubprocessRunner())
     if args.json:
         _print_json(plan_json(a))
     else:
+        _issues_to_stderr(a)
         print(plan_text(a))
     if a.plan.errors:
         return EXIT_ERROR
@@ -164,6 +188,7 @@ def _status(target: Target, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(status_json(a, log))
     else:
+        _issues_to_stderr(a)
         print(status_text(a, log))
     return EXIT_ERROR if a.plan.errors else EXIT_OK
 
@@ -203,8 +228,7 @@ def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: 
         }, indent=2))
     else:
         for p in passes:
-            for issue in p.plan.issues:
-                print(f"{issue_loc(p.assessment.loaded, issue.key)}{issue}")
+            _issues_to_stderr(p.assessment)
             for o in p.outcomes:
                 print(f"[{o.result.value}] {o.action.summary}" + (f": {o.message}" if o.message else ""))
             if dry_run and p.side_effects:

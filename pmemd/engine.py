@@ -22,7 +22,7 @@ from pmemd.yamldoc import ConfigErrors, ConfigIssue, Loc
 if TYPE_CHECKING:  # the executor is imported when a pass runs: plan and status never load it
     from pmemd.execute import Outcome
     from pmemd.journal import Journal
-from pmemd.sources import MAIN_CONFIG, read_sources
+from pmemd.sources import MAIN_CONFIG, read_sources, with_candidate
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,12 @@ class Target:
         return cls(r, Root(Path("/")), str(Path(config).absolute()))
 
 
-def load_config(target: Target) -> Loaded:
+def load_config(target: Target, *, candidate: tuple[str, str] | None = None) -> Loaded:
+    """The effective config; ``candidate`` (path, name): a drop-in checked as if it were
+    installed as /etc/pmem.d/NAME."""
     discovery = read_sources(target.root, target.config_path, main_root=target.config_root)
+    if candidate is not None:
+        discovery = with_candidate(discovery, target.config_path, *candidate)
     if not discovery.main_present:
         raise ConfigErrors([ConfigIssue(
             Loc(target.config_path, 1, 1), "",

@@ -217,6 +217,13 @@ class Root:
         text = self.read_text(path)
         return None if text is None else text.strip()
 
+    def readlink(self, path: str) -> str | None:
+        """Where a symlink points (as written), or None when ``path`` is no symlink."""
+        try:
+            return os.readlink(self.path(path))
+        except OSError:
+            return None
+
     def exists(self, path: str) -> bool:
         return os.path.lexists(self.path(path))
 

@@ -14,8 +14,23 @@ from pmemd.config import Loaded, iter_leaves
 from pmemd.diagnose import Running
 from pmemd.plan import Assessment
 from pmemd.units import human
+from pmemd.yamldoc import ConfigIssue
 
 FORMAT = 1  # version of the --json documents
+
+
+def issue_lines(a: Assessment) -> list[str]:
+    """The plan's issues as ``file:line:col: severity: key: message`` lines (for stderr)."""
+    return [f"{issue_loc(a.loaded, i.key)}{i}" for i in a.plan.issues]
+
+
+def error_json(issue: ConfigIssue | str) -> dict[str, Any]:
+    """One refusal as JSON: file, line, column, key, message (None where unknown)."""
+    if isinstance(issue, str):
+        return {"file": None, "line": None, "column": None, "key": None, "message": issue}
+    loc = issue.loc
+    return {"file": loc.file if loc else None, "line": loc.line if loc else None,
+            "column": loc.col if loc else None, "key": issue.keypath or None, "message": issue.message}
 
 
 def issue_loc(loaded: Loaded, key: str) -> str:
@@ -100,8 +115,6 @@ def plan_text(a: Assessment) -> str:
             out.append(f"  {'':<12} placement: {v.placement}")
     for note in p.notes:
         out.append(f"note: {note}")
-    for issue in p.issues:
-        out.append(f"{issue_loc(a.loaded, issue.key)}{issue}")
     if p.errors:
         out.append("no changes planned: fix the errors above")
         return "\n".join(out)
@@ -200,7 +213,6 @@ def status_text(a: Assessment, log: list[dict[str, Any]]) -> str:
         pr = j["pending_reboot"]
         out.append(f"pending reboot: since {pr['since']} (boot {pr['boot_id']}): {pr['reason']}"
                    + (f", scheduled for {pr['scheduled_for']}" if pr["scheduled_for"] else ""))
-    out.extend(f"{issue_loc(a.loaded, issue.key)}{issue}" for issue in a.plan.issues)
     if j["pending_actions"]:
         out.append("pending actions (run `pmemd plan` for details):")
         out.extend(f"  - {s}" for s in j["pending_actions"])

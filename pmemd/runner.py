@@ -7,7 +7,6 @@ captured output. Tests substitute a recording runner that answers only the comma
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,16 +34,8 @@ class Result:
         return f"`{' '.join(self.argv)}` exited {self.returncode}" + (f": {detail}" if detail else "")
 
 
-class CommandError(RuntimeError):
-    def __init__(self, result: Result) -> None:
-        super().__init__(result.describe())
-        self.result = result
-
-
 class Runner(Protocol):
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = False) -> Result: ...
-
-    def which(self, name: str) -> str | None: ...
+    def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> Result: ...
 
 
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -56,10 +47,7 @@ class SubprocessRunner:
     def __init__(self, *, path: str | None = None) -> None:
         self._path = path or os.environ.get("PATH") or _SAFE_PATH
 
-    def which(self, name: str) -> str | None:
-        return shutil.which(name, path=self._path + ":" + _SAFE_PATH)
-
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = False) -> Result:
+    def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> Result:
         args = tuple(argv)
         if not args or not isinstance(args[0], str):
             raise ValueError("argv must be a non-empty list of strings")
@@ -82,6 +70,4 @@ class SubprocessRunner:
             result = Result(args, 124, out, f"timed out after {timeout:g} s")
         else:
             result = Result(args, proc.returncode, proc.stdout, proc.stderr)
-        if check and not result.ok:
-            raise CommandError(result)
         return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 
 from pmemd.config import Discovery, Source
 from pmemd.fsroot import HostFileError, Root, file_kind, shown
@@ -24,10 +25,7 @@ DROPIN_DIRS = ("/etc/pmem.d", "/run/pmem.d", "/usr/lib/pmem.d")  # highest prece
 
 
 def _is_dev_null(root: Root, path: str) -> bool:
-    try:
-        return os.readlink(root.join(path)) == "/dev/null"
-    except OSError:  # not a symlink, or gone
-        return False
+    return root.readlink(path) == "/dev/null"
 
 
 def _is_mask(root: Root, path: str) -> bool:
@@ -166,3 +164,23 @@ def read_sources(root: Root, main: str = MAIN_CONFIG, dropin_dirs: tuple[str, ..
     if issues:
         raise ConfigErrors(issues)
     return Discovery(tuple(sources), tuple(masked), tuple(shadowed), main_present)
+
+
+def with_candidate(discovery: Discovery, main: str, path: str, name: str) -> Discovery:
+    """The discovery as if the fragment at ``path`` (a file on this machine) were installed as
+    ``/etc/pmem.d/NAME``: it shadows fragments of that name and is merged in name order."""
+    if not name.endswith(".yaml") or "/" in name or not name.isprintable():
+        raise ConfigErrors([ConfigIssue(Loc(path, 1, 1), "", (
+            f"{name!r} is not a drop-in file name; use a name like 50-mine.yaml (--as NAME)"))])
+    text = read_config_file(Root(), path)
+    if isinstance(text, ConfigIssue):
+        raise ConfigErrors([text])
+
+    def name_of(src: Source) -> str:
+        return name if src.path == path else src.path.rsplit("/", 1)[-1]
+
+    head = [src for src in discovery.sources if src.path == main]
+    same = tuple(src.path for src in discovery.sources if src.path != main and name_of(src) == name)
+    frags = [src for src in discovery.sources if src.path != main and src.path not in same]
+    frags = sorted([*frags, Source(path, text, same)], key=name_of)
+    return replace(discovery, sources=(*head, *frags), shadowed=(*discovery.shadowed, *same))

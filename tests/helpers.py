@@ -96,7 +96,6 @@ class RecordingRunner:
     rules: list[Rule] = field(default_factory=list)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     unexpected: list[tuple[str, ...]] = field(default_factory=list)
-    tools: dict[str, str] = field(default_factory=dict)
 
     def expect(self, *pattern: Any, handler: Handler | None = None, returncode: int = 0,
                stdout: str = "", stderr: str = "", times: int | None = None) -> RecordingRunner:
@@ -104,14 +103,7 @@ class RecordingRunner:
         self.rules.append(Rule(tuple(pattern), handler, returncode, stdout, stderr, times))
         return self
 
-    def allow_which(self, name: str, path: str | None = None) -> RecordingRunner:
-        self.tools[name] = path or f"/usr/sbin/{name}"
-        return self
-
-    def which(self, name: str) -> str | None:
-        return self.tools.get(name)
-
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = False) -> Result:
+    def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> Result:
         args = tuple(argv)
         assert all(isinstance(a, str) for a in args), f"argv must be strings: {args!r}"
         self.calls.append(args)

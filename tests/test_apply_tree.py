@@ -177,14 +177,14 @@ def test_foreign_memmap_is_reported_by_plan(tmp_path: Path, runner: RecordingRun
                                             capsys: pytest.CaptureFixture[str]) -> None:
     t = copy_fixture("debian-grub-foreign-memmap", tmp_path / "host")
     t.config(EXAMPLE)
-    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "plan")
+    rc, _, err = cli_run(t, runner, monkeypatch, capsys, "plan")
     assert rc == 2
     assert ("warning: memmap=1G!8G on the running and next-boot command line was not set by pmemd: pmemd "
-            "leaves it alone") in out
+            "leaves it alone") in err
     # a namespace over the admin's range is an overlap error, and nothing is planned
     t.config("version: 1\nnamespaces:\n  x: {size: 2G, offset: 7G}\n")
-    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "plan")
-    assert rc == 1 and "overlaps memmap=1G!8G (not set by pmemd)" in out
+    rc, out, err = cli_run(t, runner, monkeypatch, capsys, "plan")
+    assert rc == 1 and "overlaps memmap=1G!8G (not set by pmemd)" in err
     assert "no changes planned: fix the errors above" in out
 
 
@@ -309,8 +309,8 @@ def test_grubby_host_with_a_foreign_memmap_is_refused(tmp_path: Path, runner: Re
         conf.write_text(conf.read_text().replace("rhgb quiet", "rhgb quiet memmap=1G!8G"))
     t.config(EXAMPLE)
     before = tree_digest(t.path)
-    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply")
-    assert rc == 1 and "grubby drops every memmap= of an entry when one is added" in out
+    rc, _, err = cli_run(t, runner, monkeypatch, capsys, "apply")
+    assert rc == 1 and "grubby drops every memmap= of an entry when one is added" in err
     assert runner.calls == [] and tree_digest(t.path) == before
 
 
@@ -674,8 +674,8 @@ def test_foreign_data_after_the_reboot_is_not_formatted(debian: tuple[HostTree, 
     devices = FakeDevices(t.path)
     devices.signatures[devices.dev("pmem0")] = {"UUID": "dead-beef", "TYPE": "xfs"}
     devices.install(runner)
-    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply")
-    assert rc == 1 and "/dev/pmem0 holds data pmemd did not write (xfs (UUID=dead-beef))" in out
+    rc, _, err = cli_run(t, runner, monkeypatch, capsys, "apply")
+    assert rc == 1 and "/dev/pmem0 holds data pmemd did not write (xfs (UUID=dead-beef))" in err
     assert devices.mkfs_calls == []
     t.config(ONE_NS.replace("offset: 5G}", "offset: 5G, filesystem: {type: ext4}, on_foreign_data: wipe}"))
     rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "apply")

@@ -116,14 +116,14 @@ def test_real_capture_with_the_dax_mount_in_place_is_in_sync(tmp_path: Path) -> 
     assert r.returncode == 0
     assert r.stdout.splitlines()[0] == "in sync: 1/1 namespaces mounted with DAX"
     assert "running args:   memmap=1G!5G memmap=512M!6G" in r.stdout
-    assert "warning: memmap=512M!6G on the running and next-boot command line was not set by pmemd" in r.stdout
+    assert "warning: memmap=512M!6G on the running and next-boot command line was not set by pmemd" in r.stderr
 
 
 def test_plan_exit_1_on_errors(plain: HostTree) -> None:
     plain.config("version: 1\nnamespaces:\n  low: {size: 1G, offset: 3G}\n")
     r = pmemd("--root", str(plain.path), "plan")
     assert r.returncode == 1
-    assert "/etc/pmem.yaml:3:27: error: namespaces.low.offset: 3G is below 4 GiB" in r.stdout
+    assert "/etc/pmem.yaml:3:27: error: namespaces.low.offset: 3G is below 4 GiB" in r.stderr
     assert r.stdout.splitlines()[-1] == "no changes planned: fix the errors above"
 
 
@@ -331,3 +331,57 @@ def test_usage_errors_do_not_exit_with_the_changes_pending_code(plain: HostTree)
     """exit 2 means "changes pending" to scripts; a typo must not look like that."""
     assert "unrecognized arguments: --jsn" in r.stderr
     assert r.returncode == 1
+
+
+# --- one error channel, machine output on refusal, candidate drop-ins -------------------------
+
+
+def test_refused_config_with_json_prints_one_error_document(plain: HostTree) -> None:
+    plain.config("version: 1\nnamespaces:\n  fast: {size: 1G, offset: 5G, colour: red}\n")
+    for command in ("plan", "status", "config"):
+        r = pmemd("--root", str(plain.path), command, "--json")
+        assert r.returncode == 1, command
+        doc = json.loads(r.stdout)  # exactly one JSON document, nothing else on stdout
+        assert doc["format"] == 1 and set(doc) == {"format", "errors"}
+        (err,) = doc["errors"]
+        assert (err["file"], err["line"], err["key"]) == ("/etc/pmem.yaml", 3, "namespaces.fast.colour")
+        assert err["column"] > 1 and err["message"].startswith("unknown key 'colour'")
+        assert r.stderr.startswith("/etc/pmem.yaml:3:")  # the same error, for people
+
+
+def test_every_diagnostic_goes_to_stderr(plain: HostTree) -> None:
+    plain.config("version: 1\nnamespaces:\n  low: {size: 1G, offset: 3G}\n")
+    for command in ("validate", "plan", "status", "apply"):
+        r = pmemd("--root", str(plain.path), command)
+        assert r.returncode == 1, command
+        assert "/etc/pmem.yaml:3:27: error: namespaces.low.offset: 3G is below 4 GiB" in r.stderr, command
+        shown = r.stdout.splitlines()[1:] if command == "status" else r.stdout.splitlines()
+        assert not [ln for ln in shown if "3G is below 4 GiB" in ln], command  # status: only its summary line
+
+
+def test_validate_dropin_checks_a_candidate_as_if_installed(plain: HostTree, tmp_path: Path) -> None:
+    plain.config("version: 1\nnamespaces:\n  fast: {size: 1G, offset: 5G}\n")
+    good, bad = tmp_path / "cand-good.yaml", tmp_path / "cand-bad.yaml"
+    good.write_text("namespaces:\n  bulk: {size: 512M, offset: 6G}\n")
+    bad.write_text("namespaces:\n  fast: {size: 2G}\n")  # disagrees with the main file's size
+    before = sorted(p.name for p in plain.p("/etc/pmem.d").glob("*")) if plain.p("/etc/pmem.d").exists() else []
+    r = pmemd("--root", str(plain.path), "validate", "--dropin", str(good), "--as", "50-bulk.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "ok: 2 namespaces from 2 files" in r.stdout and "bulk: memmap=512M!6G" in r.stdout
+    r = pmemd("--root", str(plain.path), "validate", "--dropin", str(bad))
+    assert r.returncode == 1 and f"{bad}:2:" in r.stderr and "namespaces.fast.size" in r.stderr
+    r = pmemd("--root", str(plain.path), "validate", "--dropin", str(good), "--as", "bulk.conf")
+    assert r.returncode == 1 and "is not a drop-in file name" in r.stderr
+    now = sorted(p.name for p in plain.p("/etc/pmem.d").glob("*")) if plain.p("/etc/pmem.d").exists() else []
+    assert now == before  # nothing installed
+
+
+def test_validate_dropin_shadows_the_installed_fragment_of_that_name(plain: HostTree, tmp_path: Path) -> None:
+    plain.config("version: 1\nnamespaces:\n  fast: {size: 1G, offset: 5G}\n")
+    plain.write("/etc/pmem.d/50-bulk.yaml", "namespaces:\n  bulk: {size: 512M, offset: 3G}\n")  # refused
+    os.chmod(plain.p("/etc/pmem.d/50-bulk.yaml"), 0o644)
+    assert pmemd("--root", str(plain.path), "validate").returncode == 1
+    fixed = tmp_path / "50-bulk.yaml"
+    fixed.write_text("namespaces:\n  bulk: {size: 512M, offset: 6G}\n")
+    r = pmemd("--root", str(plain.path), "validate", "--dropin", str(fixed))
+    assert r.returncode == 0, r.stderr

@@ -93,8 +93,10 @@ def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
     os.chmod(root / "etc/pmem.yaml", 0o644)
     notify = Notify(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "PYTHONPATH": str(REPO)}
+    # Output goes to a file: a pipe nobody reads can fill and block the daemon mid-write.
+    log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen([sys.executable, "-m", "pmemd", "--root", str(root), "daemon"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         yield root, notify, proc
     finally:
@@ -102,6 +104,7 @@ def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
             proc.kill()
             proc.wait(timeout=10)
         notify.sock.close()
+        log.close()
 
 
 def entry_options(root: Path) -> str:
@@ -164,7 +167,7 @@ def test_first_config_broken_changes_nothing(daemon) -> None:  # type: ignore[no
     write_atomic(root / "etc/pmem.yaml", BROKEN)
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.sock.getsockname()), "PYTHONPATH": str(REPO)}
     p2 = subprocess.Popen([sys.executable, "-m", "pmemd", "--root", str(root), "daemon"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     try:
         ready = notify.wait_for("READY=1")
         assert "config error at" in ready and "changing nothing" in ready

@@ -268,7 +268,7 @@ def test_symlink_on_mount_path_is_refused(host: rf.HostTree, tmp_path: Path, abs
 
     plan = rf.pmemd(host, "plan")
     assert plan.rc == 1
-    assert "/pmem is a symlink; pmemd mounts only on real directories" in plan.stdout
+    assert "/pmem is a symlink; pmemd mounts only on real directories" in plan.stderr
     run = rf.pmemd(host, "apply", "--json")
     assert run.rc == 1
     assert run.actions() == []  # nothing of the namespace's chain runs, not even mkfs

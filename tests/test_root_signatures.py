@@ -113,7 +113,7 @@ def test_foreign_signature_is_refused_and_left_intact(foreign: tuple[rf.HostTree
     # the human output says the same
     apply_text = rf.pmemd(host, "apply")
     assert apply_text.rc == 1
-    assert "error: namespaces.fast.on_foreign_data: /dev/pmem0 holds data pmemd did not write" in apply_text.stdout
+    assert "error: namespaces.fast.on_foreign_data: /dev/pmem0 holds data pmemd did not write" in apply_text.stderr
 
 
 def test_on_foreign_data_wipe_formats_it(foreign: tuple[rf.HostTree, Case]) -> None:

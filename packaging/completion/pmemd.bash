@@ -72,7 +72,8 @@ _pmemd()
     case $command in
         config | plan | status) opts="--json --help" ;;
         apply) opts="--dry-run --json --help" ;;
-        validate | daemon | schema) opts="--help" ;;
+        validate) opts="--dropin --as --help" ;;
+        daemon | schema) opts="--help" ;;
         *) return ;;
     esac
     # Each option once.
