@@ -45,18 +45,6 @@ def _next_arg_limits(config: Config, facts: HostFacts) -> tuple[Issue, ...]:
                         "configuration by hand") for e in parse_cmdline(" ".join(next_args)).limits)
 
 
-def _grubby_foreign(facts: HostFacts, owned: Owned, desired: tuple[str, ...]) -> tuple[Issue, ...]:
-    """grubby drops every memmap= of an entry when one is added: a foreign one would be lost."""
-    foreign = [e.token for e in parse_cmdline(" ".join(facts.boot.default_args or ())).memmap
-               if e.token not in owned.kernel_args and e.token not in desired]
-    if not foreign:
-        return ()
-    return (Issue("error", None, "namespaces",
-                  f"the boot entries carry {' '.join(dict.fromkeys(foreign))}, which pmemd did not set; grubby "
-                  "drops every memmap= of an entry when one is added, so pmemd will not add its own. Remove it "
-                  "(grubby --update-kernel=ALL --remove-args=memmap) or declare it as a namespace in pmem.yaml"),)
-
-
 def boot_args(config: Config, facts: HostFacts, owned: Owned, placements: dict[str, Placement]) -> BootArgs:
     kaslr, kaslr_why = kaslr_token(config, facts)
     wanted = tuple(p.token for p in sorted(placements.values(), key=lambda p: p.start)) + ((kaslr,) if kaslr else ())
@@ -79,8 +67,7 @@ def boot_args(config: Config, facts: HostFacts, owned: Owned, placements: dict[s
     slot_ok = facts.boot.owned_file is None or set(facts.boot.owned_tokens) == set(desired)
     if not (to_add or to_remove or not slot_ok):
         return args
-    issues = args.issues + (_grubby_foreign(facts, owned, desired)
-                            if facts.boot.layout is Layout.GRUBBY and to_add else ())
+    issues = args.issues
     if facts.boot.layout is Layout.UNKNOWN:
         return replace(args, issues=(*issues, _error("settings.bootloader", "no supported boot loader found (GRUB "
                      "on Debian/Ubuntu, grubby, grub2-mkconfig, systemd-boot); set settings.bootloader")))

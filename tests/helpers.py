@@ -496,13 +496,17 @@ def _grubby_update(args: list[str], add: list[str], remove: list[str]) -> list[s
 
 @dataclass
 class FakeGrubby:
-    """FAKE of ``grubby --update-kernel=ALL [--args=…] [--remove-args=…]`` (grubby-bls), because
-    grubby is not packaged on this Debian machine and edits the real /boot.
+    """FAKE of ``grubby --update-kernel=ALL|DEFAULT [--args=…] [--remove-args=…]`` (grubby-bls),
+    because grubby is not packaged on this Debian machine and edits the real /boot.
 
-    It applies grubby's documented edit (DOMAIN.md §6) to the tree: every BLS ``options`` line in
-    /boot/loader/entries (unless it is ``$kernelopts``-based), grubenv's ``kernelopts`` if present,
-    ``GRUB_CMDLINE_LINUX`` in /etc/default/grub (unless ``--no-etc-grub-update``) and
-    /etc/kernel/cmdline if present.
+    It follows what the real script (grubby 8.40-69) was measured to do (the notes shipped beside
+    these tests, BOOT-LAYOUTS §4): an added argument first drops every argument of the same key
+    (a new ``memmap=`` drops all ``memmap=``; several in one call all stay); ``--remove-args`` takes
+    an exact ``key=value`` or a bare key (all of them); ``--args V`` works like ``--args=V``; ``$``
+    is written verbatim. ``ALL`` edits every BLS ``options`` line in /boot/loader/entries (grubenv's
+    ``kernelopts`` instead for ``$kernelopts`` entries, RHEL 8), ``GRUB_CMDLINE_LINUX`` in
+    /etc/default/grub (unless ``--no-etc-grub-update``) and /etc/kernel/cmdline, creating it from
+    the default entry when missing; ``DEFAULT`` edits only the default (first) entry.
     """
 
     tree: Path
@@ -514,26 +518,38 @@ class FakeGrubby:
         if cmd[:1] == ["chroot"]:
             cmd = cmd[2:]
         assert cmd[0] == "grubby"
-        assert "--update-kernel=ALL" in cmd, cmd
         add: list[str] = []
         remove: list[str] = []
         etc_grub = True
-        for a in cmd[1:]:
+        which = None
+        words = iter(cmd[1:])
+        for a in words:
+            if a in ("--args", "--remove-args", "--update-kernel"):
+                a = f"{a}={next(words, '')}"
             if a.startswith("--args="):
                 add += a.removeprefix("--args=").split()
             elif a.startswith("--remove-args="):
                 remove += a.removeprefix("--remove-args=").split()
             elif a == "--no-etc-grub-update":
                 etc_grub = False
-            elif a != "--update-kernel=ALL":
+            elif a in ("--update-kernel=ALL", "--update-kernel=DEFAULT"):
+                which = a.removeprefix("--update-kernel=")
+            else:
                 return 1, "", f"grubby: unsupported option in the fake: {a}\n"
+        if which is None:
+            return 1, "", "grubby: no action specified\n"
         entries = self.tree / "boot/loader/entries"
-        for conf in sorted(entries.glob("*.conf")):
+        confs = sorted(entries.glob("*.conf"), key=lambda p: p.name, reverse=True)  # sort -V -r
+        if which == "DEFAULT":
+            confs = confs[:1]
+        for conf in confs:
             lines = conf.read_text().splitlines()
             for i, line in enumerate(lines):
                 if line.startswith("options ") and "$kernelopts" not in line:
                     lines[i] = "options " + " ".join(_grubby_update(line.split()[1:], add, remove))
             conf.write_text("\n".join(lines) + "\n")
+        if which == "DEFAULT":
+            return 0, "", ""
         env = self.tree / "boot/grub2/grubenv"
         if env.exists():
             text = env.read_text()
@@ -554,6 +570,10 @@ class FakeGrubby:
         kc = self.tree / "etc/kernel/cmdline"
         if kc.exists():
             kc.write_text(" ".join(_grubby_update(kc.read_text().split(), add, remove)) + "\n")
+        elif confs:
+            first = next((ln for ln in confs[0].read_text().splitlines() if ln.startswith("options ")), "options")
+            kc.parent.mkdir(parents=True, exist_ok=True)
+            kc.write_text(" ".join(first.split()[1:]) + "\n")
         return 0, "", ""
 
 

@@ -301,17 +301,42 @@ def test_grubby_on_rhel8_updates_kernelopts(tmp_path: Path, runner: RecordingRun
         assert "options $kernelopts" in conf.read_text()  # still the variable
 
 
-def test_grubby_host_with_a_foreign_memmap_is_refused(tmp_path: Path, runner: RecordingRunner,
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_grubby_host_keeps_the_admins_memmap_through_pmemds_changes(tmp_path: Path, runner: RecordingRunner) -> None:
+    """The real grubby drops every memmap= of an entry when one is added (FakeGrubby does the
+    same): pmemd passes the admin's token, unchanged, in the same call, and never removes it."""
     t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
     for conf in t.p("/boot/loader/entries").glob("*.conf"):
         conf.write_text(conf.read_text().replace("rhgb quiet", "rhgb quiet memmap=1G!8G"))
     t.config(EXAMPLE)
-    before = tree_digest(t.path)
-    rc, _, err = cli_run(t, runner, monkeypatch, capsys, "apply")
-    assert rc == 1 and "grubby drops every memmap= of an entry when one is added" in err
-    assert runner.calls == [] and tree_digest(t.path) == before
+    grubby = FakeGrubby(t.path)
+    runner.expect(*in_root(t.path, "grubby", REST), handler=grubby)
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    (call,) = [c for c in runner.calls if "grubby" in c]
+    assert call[-1] == "--args=memmap=1G!8G " + " ".join(TOKENS)
+    for conf in t.p("/boot/loader/entries").glob("*.conf"):
+        opts = next(ln for ln in conf.read_text().splitlines() if ln.startswith("options ")).split()
+        assert [a for a in opts if a.startswith(("memmap=", "nokaslr"))] == ["memmap=1G!8G", *TOKENS]
+    # removing pmemd's namespaces removes exactly its tokens; the admin's stays
+    t.config("version: 1\nnamespaces: {}\n")
+    run_apply(t, runner)
+    for conf in t.p("/boot/loader/entries").glob("*.conf"):
+        opts = next(ln for ln in conf.read_text().splitlines() if ln.startswith("options ")).split()
+        assert [a for a in opts if a.startswith(("memmap=", "nokaslr"))] == ["memmap=1G!8G"]
+
+
+def test_grubby_refuses_when_entries_disagree_on_foreign_memmap(tmp_path: Path, runner: RecordingRunner) -> None:
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    first = sorted(t.p("/boot/loader/entries").glob("*.conf"))[0]
+    first.write_text(first.read_text().replace("rhgb quiet", "rhgb quiet memmap=1G!8G"))
+    t.config(EXAMPLE)
+    runner.expect(*in_root(t.path, "grubby", REST), handler=FakeGrubby(t.path))
+    entries = sorted(t.p("/boot/loader/entries").glob("*.conf"))
+    before = [p.read_text() for p in entries]
+    passes = run_apply(t, runner)
+    (o,) = [o for p in passes for o in p.outcomes if o.action.kind.value == "set-kernel-args"]
+    assert o.result == "failed" and "carry different memmap= arguments that pmemd did not set" in o.message
+    assert not [c for c in runner.calls if "grubby" in c]
+    assert [p.read_text() for p in entries] == before
 
 
 def test_a_failing_grubby_leaves_its_tokens_claimed(tmp_path: Path, runner: RecordingRunner) -> None:
@@ -708,3 +733,34 @@ def test_a_failed_boot_config_write_leaves_no_claimed_tokens(debian: tuple[HostT
     assert outcomes(passes)[0] == ("set-kernel-args", "failed")
     assert not t.exists("/etc/default/grub.d/99-pmemd.cfg")
     assert state(t).kernel_args == ()
+
+
+def test_the_fake_grubby_follows_the_real_ones_measured_behaviour(tmp_path: Path) -> None:
+    """What the real grubby-bls script did when run on this kind of machine (BOOT-LAYOUTS §4)."""
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    grubby = FakeGrubby(t.path)
+    confs = sorted(t.p("/boot/loader/entries").glob("*.conf"), key=lambda p: p.name, reverse=True)
+
+    def memmaps(conf: Path) -> list[str]:
+        line = next(ln for ln in conf.read_text().splitlines() if ln.startswith("options "))
+        return [a for a in line.split() if a.startswith("memmap=")]
+
+    def run(*args: str) -> None:
+        assert grubby(("grubby", *args))[0] == 0
+
+    t.p("/etc/kernel/cmdline").unlink(missing_ok=True)
+    run("--update-kernel=ALL", "--args=memmap=1G!4G")
+    assert all(memmaps(c) == ["memmap=1G!4G"] for c in confs)
+    assert "memmap=1G!4G" in t.read("/etc/kernel/cmdline")  # created from the entry
+    assert "memmap=1G!4G" in t.read("/etc/default/grub")
+    run("--update-kernel=ALL", "--args", "memmap=512M!6G")  # a new memmap= replaces every memmap=
+    assert all(memmaps(c) == ["memmap=512M!6G"] for c in confs)
+    run("--update-kernel=ALL", "--args=memmap=1G!4G memmap=512M!6G")  # both in one call: both stay
+    assert all(memmaps(c) == ["memmap=1G!4G", "memmap=512M!6G"] for c in confs)
+    run("--update-kernel=ALL", "--remove-args=memmap=1G!4G")  # an exact value: that token only
+    assert all(memmaps(c) == ["memmap=512M!6G"] for c in confs)
+    run("--update-kernel=DEFAULT", "--args=memmap=64M$3G")  # DEFAULT: one entry; $ verbatim
+    assert memmaps(confs[0]) == ["memmap=64M$3G"] and memmaps(confs[1]) == ["memmap=512M!6G"]
+    assert "memmap=64M$3G" not in t.read("/etc/kernel/cmdline")
+    run("--update-kernel=ALL", "--remove-args=memmap")  # a bare key: all of them
+    assert all(memmaps(c) == [] for c in confs)

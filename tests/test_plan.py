@@ -152,13 +152,13 @@ def test_an_admins_identical_memmap_is_used_as_it_is() -> None:
 # --- refusals before anything is written ----------------------------------------------------
 
 
-def test_grubby_host_with_a_foreign_memmap_is_refused() -> None:
+def test_grubby_host_with_a_foreign_memmap_plans_like_any_other() -> None:
+    """The grubby layout carries the foreign token along in its own call (not the planner's job)."""
     facts = make_facts(layout="grubby", cmdline="root=/dev/vda1 ro memmap=1G!8G")
     p = plan(config({"fast": FAST}), facts, Owned())
-    assert p.actions == ()
-    (err,) = errors(p)
-    assert "the boot entries carry memmap=1G!8G, which pmemd did not set" in err
-    assert "grubby drops every memmap= of an entry when one is added" in err
+    assert kinds(p) == ["set-kernel-args", "reboot"]
+    assert nth(p, 0, SetKernelArgs).add == (TOK,)
+    assert any("memmap=1G!8G" in i.message and i.severity == "warning" for i in p.issues)
 
 
 def test_grub_host_with_a_foreign_memmap_keeps_it() -> None:

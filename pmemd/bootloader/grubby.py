@@ -1,14 +1,17 @@
 """Fedora/RHEL (GRUB with BLS entries): ``grubby --update-kernel=ALL``.
 
-grubby drops every existing ``memmap=`` of an entry when one is added, so all of pmemd's tokens
-go in one ``--args`` call; a foreign ``memmap=`` on such a host is refused by the planner before
-this runs. ``--update-kernel=ALL`` also updates ``GRUB_CMDLINE_LINUX`` in /etc/default/grub,
-grubenv's ``kernelopts`` and ``/etc/kernel/cmdline``, so new kernels keep the arguments.
+The real grubby (the grubby-bls script) drops every ``memmap=`` of an entry when one is added,
+and keeps all of them when they come in one call. So pmemd passes its own tokens and every
+``memmap=`` it did not set (unchanged) in one ``--args``; it removes its stale tokens by exact
+value (``--remove-args=memmap=1G!5G`` touches that token only). ``--update-kernel=ALL`` also
+updates ``GRUB_CMDLINE_LINUX`` in /etc/default/grub, grubenv's ``kernelopts`` (RHEL 8) and
+``/etc/kernel/cmdline``, so kernels installed later keep the arguments. This behaviour was
+measured by running the real script (see tests/helpers.py, FakeGrubby, which follows it).
 """
 
 from __future__ import annotations
 
-from pmemd.bootloader import bls_files, check, grubenv, kernel_cmdline_note
+from pmemd.bootloader import BootLoaderError, bls_files, check, grubenv, kernel_cmdline_note
 from pmemd.bootloader.syntax import parse_bls_entries, parse_grub_cfg
 from pmemd.effects import HostEffects
 from pmemd.facts import BootConfig, BootEntry, Layout
@@ -31,6 +34,19 @@ def read_rhel_entries(root: Root) -> tuple[BootEntry, ...]:
     return parse_grub_cfg(cfg, root.read_text(cfg) or "", env.get("saved_entry"))
 
 
+def foreign_memmap(entries: tuple[BootEntry, ...], *, mine: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``memmap=`` tokens pmemd did not set, which must go into the same grubby call as its
+    own to survive it. They must be the same on every entry: one ``--update-kernel=ALL`` call
+    would otherwise copy one entry's reservation onto the others."""
+    per_entry = {tuple(t for t in e.args if t.startswith("memmap=") and t not in mine) for e in entries}
+    if len(per_entry) > 1:
+        shown = "; ".join(" ".join(p) or "(none)" for p in sorted(per_entry))
+        raise BootLoaderError(f"the boot entries carry different memmap= arguments that pmemd did not set "
+                              f"({shown}); grubby would drop them when pmemd adds its own. Make them the "
+                              "same on every entry (grubby --update-kernel=ALL --args=...), or remove them")
+    return next(iter(per_entry), ())
+
+
 class Grubby:
     name = Layout.GRUBBY
 
@@ -51,7 +67,9 @@ class Grubby:
         if gone:
             argv.append("--remove-args=" + " ".join(gone))
         if desired:
-            argv.append("--args=" + " ".join(desired))
+            keep = foreign_memmap(read_rhel_entries(fx.root), mine=(*desired, *remove)) if any(
+                t.startswith("memmap=") for t in desired) else ()
+            argv.append("--args=" + " ".join((*keep, *desired)))
         if len(argv) > 2:
             check(fx.run(argv, chroot=True))
 
