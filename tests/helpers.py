@@ -523,9 +523,8 @@ class FakeGrubby:
         etc_grub = True
         which = None
         words = iter(cmd[1:])
-        for a in words:
-            if a in ("--args", "--remove-args", "--update-kernel"):
-                a = f"{a}={next(words, '')}"
+        for word in words:
+            a = f"{word}={next(words, '')}" if word in ("--args", "--remove-args", "--update-kernel") else word
             if a.startswith("--args="):
                 add += a.removeprefix("--args=").split()
             elif a.startswith("--remove-args="):
