@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true",
                     help="go through every step but skip the side effects; exit 2 if changes are pending")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    rs = sub.add_parser("reset", help="undo everything pmemd set up: its kernel arguments out of the boot "
+                        "config, its filesystems unmounted (when not in use), its reboot flag cleared; "
+                        "run when pmemd is removed")
+    rs.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("schema", help="print the JSON Schema of the config file")
     sub.add_parser("daemon", help="run as the pmemd.service daemon: reconcile at start, on config "
                    "changes, SIGHUP and periodically (sd_notify READY/STATUS/WATCHDOG)")
@@ -199,6 +203,28 @@ def _daemon(target: Target, args: argparse.Namespace) -> int:
     return daemon_main(target, SubprocessRunner())
 
 
+def _reset(target: Target, args: argparse.Namespace) -> int:
+    from pmemd.engine import reset
+    from pmemd.journal import Journal
+
+    if target.root.is_host and os.geteuid() != 0:
+        raise UserError("reset changes the boot config and unmounts filesystems: run it as root")
+    outcomes = reset(target, SubprocessRunner(), Journal.default(target.root))
+    failed = any(o.result == "failed" for o in outcomes)
+    if args.json:
+        _print_json({"format": FORMAT, "actions": [
+            {"kind": o.action.kind.value, "namespace": o.action.namespace, "summary": o.action.summary,
+             "result": o.result.value, "message": o.message} for o in outcomes]})
+    else:
+        for o in outcomes:
+            print(f"[{o.result.value}] {o.action.summary}" + (f": {o.message}" if o.message else ""))
+        if not outcomes:
+            print("nothing to undo: pmemd owns no kernel arguments, filesystems or mounts here")
+        elif not failed:
+            print("done; memory reserved by the running kernel is given back at the next reboot")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
 def _apply_command(target: Target, args: argparse.Namespace) -> int:
     return _apply(target, SubprocessRunner(), dry_run=args.dry_run, as_json=args.json)
 
@@ -258,7 +284,7 @@ def _last_actions(target: Target, count: int = 10) -> list[dict[str, Any]]:
 
 _COMMANDS: dict[str, Callable[[Target, argparse.Namespace], int]] = {
     "config": _config, "validate": _validate, "plan": _plan, "status": _status, "apply": _apply_command,
-    "daemon": _daemon,
+    "daemon": _daemon, "reset": _reset,
 }
 
 

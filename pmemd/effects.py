@@ -91,6 +91,12 @@ class HostEffects:
         self.root.write_atomic(path + "~pmemd", self.root.read_text(path) or "", backup=False)
         self.root.remove(path)
 
+    def discard(self, path: str) -> None:
+        """Remove a file pmemd made (a backup), keeping nothing."""
+        if self.root.exists(path):
+            self.log.append(f"remove: {path}")
+            self._do(lambda: self.root.remove(path))
+
     def restore(self, path: str, *, existed: bool) -> None:
         self._do(lambda: self.root.restore_backup(path, existed=existed))
 

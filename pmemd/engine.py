@@ -15,7 +15,7 @@ from pmemd import state
 from pmemd.actions import Reboot
 from pmemd.config import Loaded, build
 from pmemd.fsroot import Root
-from pmemd.plan import Assessment, Plan, plan
+from pmemd.plan import Assessment, Plan, plan, reset_plan
 from pmemd.runner import Runner
 from pmemd.yamldoc import ConfigErrors, ConfigIssue, Loc
 
@@ -117,3 +117,21 @@ def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = F
             break
         seen.add(key)
     return results
+
+
+def reset(target: Target, runner: Runner, journal: Journal) -> tuple[Outcome, ...]:
+    """Undo everything pmemd owns (see ``plan.reset_plan``), without reading the config: it may
+    be gone or broken when a package is removed."""
+    from pmemd.effects import HostEffects
+    from pmemd.execute import run_plan
+    from pmemd.execute_boot import Book
+
+    owned = load_owned(target.root)
+    mount_paths = tuple(o.mount_path for o in owned.namespaces.values() if o.mount_path)
+    facts = obs.observe(target.root, runner, bootloader=owned.backend, mount_paths=mount_paths)
+    fx = HostEffects(target.root, runner, journal)
+    outcomes = run_plan(reset_plan(facts, owned), fx=fx, book=Book(owned, fx))
+    if all(o.result == "ok" for o in outcomes):
+        for path, _ in fx.written:  # the backups of what was undone: nothing of pmemd's stays
+            fx.discard(path + "~pmemd")
+    return outcomes

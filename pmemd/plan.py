@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pmemd.actions import Action, Forget, Unmount
+from pmemd.actions import Action, ClearReboot, Forget, SetKernelArgs, Unmount
 from pmemd.config import Loaded
 from pmemd.diagnose import NamespaceView
-from pmemd.facts import HostFacts
+from pmemd.facts import HostFacts, Layout
 from pmemd.model import Config
 from pmemd.plan_boot import boot_args, reboot_gate
 from pmemd.plan_fs import after_reboot, namespace_chain
@@ -110,3 +110,25 @@ def _without_failed(actions: list[Action], issues: list[Issue]) -> tuple[Action,
     if None in failed:
         return ()
     return tuple(a for a in actions if a.namespace not in failed)
+
+
+def reset_plan(facts: HostFacts, owned: Owned) -> tuple[Action, ...]:
+    """Undo everything pmemd owns, whatever the config says (``pmemd reset``, package removal):
+    its tokens out of the boot config, its mounts unmounted, its namespaces forgotten, its
+    reboot flag cleared. The reservations in effect stay until the next boot."""
+    actions: list[Action] = []
+    if owned.kernel_args:
+        layout = Layout(owned.backend) if owned.backend in tuple(Layout) else facts.boot.layout
+        actions.append(SetKernelArgs(summary=f"boot config ({layout}): remove {' '.join(owned.kernel_args)}",
+                                     layout=layout, detected_by=facts.boot.detected_by, add=(),
+                                     remove=owned.kernel_args))
+    for act in _removed_namespaces(Config.model_validate({"version": 1, "namespaces": {}}), facts, owned):
+        actions.append(act)
+        if isinstance(act, Unmount):  # forgotten once unmounted; a busy mount stays pmemd's
+            actions.append(Forget(summary=f"{act.ns}: forget the namespace", ns=act.ns))
+    if owned.pending_reboot is not None or owned.kernel_args:
+        pending = owned.pending_reboot
+        actions.append(ClearReboot(summary="clear pmemd's pending-reboot flag",
+                                   cancel_scheduled=bool(pending and pending.scheduled_for
+                                                         and pending.boot_id == facts.boot_id)))
+    return tuple(actions)

@@ -575,6 +575,20 @@ class FakeGrubby:
             kc.write_text(" ".join(first.split()[1:]) + "\n")
         return 0, "", ""
 
+    def mkconfig_bls(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
+        """FAKE of ``grub2-mkconfig --update-bls-cmdline`` (rhel-9 10_linux.in): every BLS entry's
+        ``options`` becomes ``root=… ro GRUB_CMDLINE_LINUX`` (the plain quoted value)."""
+        m = re.search(r'^GRUB_CMDLINE_LINUX="(.*)"$', (self.tree / "etc/default/grub").read_text(), re.M)
+        args = m.group(1) if m else ""
+        for conf in sorted((self.tree / "boot/loader/entries").glob("*.conf")):
+            lines = conf.read_text().splitlines()
+            for i, line in enumerate(lines):
+                if line.startswith("options "):
+                    root = next((a for a in line.split() if a.startswith("root=")), "root=/dev/vda1")
+                    lines[i] = f"options {root} ro {args}".rstrip()
+            conf.write_text("\n".join(lines) + "\n")
+        return 0, "", ""
+
 
 SYSTEMD_ANALYZE_CALENDAR = (
     "  Original form: Sun 03:00\n"

@@ -27,12 +27,14 @@ from helpers import (
     FakeUpdateGrub,
     HostTree,
     RecordingRunner,
+    Rule,
     copy_fixture,
     in_root,
     program,
     tree_digest,
 )
 
+import pmemd.effects
 from pmemd import cli
 from pmemd.actions import SetKernelArgs
 from pmemd.bootloader.grub import render_dropin
@@ -353,18 +355,81 @@ def test_a_failing_grubby_leaves_its_tokens_claimed(tmp_path: Path, runner: Reco
     assert set(state(t).kernel_args) == set(TOKENS)
 
 
-def test_grub2_mkconfig_without_grubby_is_refused_with_advice(tmp_path: Path, runner: RecordingRunner) -> None:
+def test_grub2_mkconfig_with_bls_and_without_grubby_is_refused_with_advice(tmp_path: Path,
+                                                                          runner: RecordingRunner) -> None:
+    """GRUB_ENABLE_BLSCFG=true: the arguments live in the BLS entries. A grub2-mkconfig without
+    --update-bls-cmdline cannot put them there, so pmemd refuses before writing anything."""
     t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
     t.p("/usr/sbin/grubby").unlink()
     t.config(EXAMPLE)
+    runner.expect(*in_root(t.path, "grub2-mkconfig", "--help"), stdout="Usage: grub2-mkconfig [OPTION]\n")
     before = tree_digest(t.path)
     passes = run_apply(t, runner)
     (o, skipped) = [o for p in passes for o in p.outcomes]
-    assert o.result == "failed" and "grub2-mkconfig hosts without grubby are not supported" in o.message
+    assert o.result == "failed" and "has no --update-bls-cmdline" in o.message
     assert "dnf install grubby" in o.message and skipped.result == "skipped"
-    assert runner.calls == []
     after = tree_digest(t.path)
     assert {k: v for k, v in after.items() if not k.startswith("var")} == before  # only pmemd's own log/state
+
+
+def test_grub2_mkconfig_with_bls_passes_update_bls_cmdline(tmp_path: Path, runner: RecordingRunner) -> None:
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    t.p("/usr/sbin/grubby").unlink()
+    t.config(EXAMPLE)
+    runner.expect(*in_root(t.path, "grub2-mkconfig", "--help"),
+                  stdout="  --update-bls-cmdline    overwrite BLS cmdline args with default args\n")
+    runner.expect(*in_root(t.path, "grub2-mkconfig", "-o", "/boot/grub2/grub.cfg", "--update-bls-cmdline"),
+                  handler=FakeGrubby(t.path).mkconfig_bls)
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert " ".join(TOKENS) in t.read("/etc/default/grub")
+
+
+@pytest.fixture
+def mkconfig_debian(tmp_path: Path, runner: RecordingRunner) -> tuple[HostTree, FakeUpdateGrub]:
+    """A Debian tree forced to the grub2-mkconfig layout; grub2-mkconfig is the fake update-grub."""
+    t = copy_fixture("debian13-qemu-plain", tmp_path / "host")
+    t.config(EXAMPLE.replace("bootloader: auto", "bootloader: grub2-mkconfig", 1))
+    gen = FakeUpdateGrub(t.path)
+    runner.expect(*in_root(t.path, "grub2-mkconfig", "-o", "/boot/grub/grub.cfg"), handler=gen)
+    return t, gen
+
+
+def test_grub2_mkconfig_edits_only_its_tokens_and_gives_the_file_back(
+        mkconfig_debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner) -> None:
+    t, gen = mkconfig_debian
+    user_grub = t.read("/etc/default/grub")
+    assert outcomes(run_apply(t, runner)) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert gen.runs == 1 and not t.exists("/etc/default/grub.d/99-pmemd.cfg")
+    (line,) = [ln for ln in t.read("/etc/default/grub").splitlines() if ln.startswith("GRUB_CMDLINE_LINUX=")]
+    (before,) = [ln for ln in user_grub.splitlines() if ln.startswith("GRUB_CMDLINE_LINUX=")]
+    assert line == before[:-1] + " " + " ".join(TOKENS) + '"'
+    changed = [a for a, b in zip(user_grub.splitlines(), t.read("/etc/default/grub").splitlines(), strict=True)
+               if a != b]
+    assert changed == [before]  # every other line as it was
+    from pmemd.bootloader import read_boot_config
+    from pmemd.fsroot import Root
+
+    boot = read_boot_config(Root(t.path), "grub2-mkconfig")  # what GRUB will boot: the regenerated grub.cfg
+    assert [a for a in boot.default_args or () if a.startswith(("memmap=", "nokaslr"))] == list(TOKENS)
+    t.config("version: 1\nsettings: {bootloader: grub2-mkconfig}\nnamespaces: {}\n")
+    assert outcomes(run_apply(t, runner))[0] == ("set-kernel-args", "ok")
+    assert t.read("/etc/default/grub") == user_grub  # byte for byte
+
+
+@pytest.mark.parametrize(("esp", "want"), [
+    ({"centos/grub.cfg": "menuentry 'CentOS' { linux /vmlinuz root=/dev/sda1 }\n"}, "/boot/efi/EFI/centos/grub.cfg"),
+    ({"fedora/grub.cfg": "search --no-floppy --fs-uuid --set=dev 1234\nset prefix=($dev)/grub2\n"
+                         "export $prefix\nconfigfile $prefix/grub.cfg\n"}, "/boot/grub2/grub.cfg"),
+    ({}, "/boot/grub2/grub.cfg"),
+])
+def test_grub2_mkconfig_writes_the_config_grub_really_reads(tmp_path: Path, esp: dict[str, str], want: str) -> None:
+    from pmemd.bootloader.grub2_mkconfig import target
+    from pmemd.fsroot import Root
+
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    for rel, text in esp.items():
+        t.write(f"/boot/efi/EFI/{rel}", text)
+    assert target(Root(t.path))[0] == want
 
 
 # --- systemd-boot --------------------------------------------------------------------------------
@@ -764,3 +829,80 @@ def test_the_fake_grubby_follows_the_real_ones_measured_behaviour(tmp_path: Path
     assert "memmap=64M$3G" not in t.read("/etc/kernel/cmdline")
     run("--update-kernel=ALL", "--remove-args=memmap")  # a bare key: all of them
     assert all(memmaps(c) == [] for c in confs)
+
+
+# --- pmemd reset (package removal) ---------------------------------------------------------------
+
+
+def pmem_mounts(t: HostTree) -> list[str]:
+    return [ln for ln in t.read("/proc/self/mountinfo").splitlines() if "/dev/pmem" in ln]
+
+
+def test_reset_leaves_nothing_of_pmemd_in_the_boot_config(
+        debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The full cycle, then reset: drop-in gone (and its backup), grub.cfg without the tokens, the
+    mounts undone, the reboot flag cleared; the config itself is not needed (it is removed)."""
+    t, update_grub = debian
+    before_cfg = t.read("/boot/grub/grub.cfg")
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
+    run_apply(t, runner)
+    assert t.exists("/etc/default/grub.d/99-pmemd.cfg") and len(pmem_mounts(t)) == 2
+    t.config("version: 1\nnamespaces: {}\n")  # a broken or removed config does not matter
+    t.p("/etc/pmem.yaml").unlink()
+    t.write("/run/reboot-required", "")
+    t.write("/run/reboot-required.pkgs", "pmemd\n")
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "reset")
+    assert rc == 0, out
+    assert "memory reserved by the running kernel is given back at the next reboot" in out
+    assert not list(t.p("/etc/default/grub.d").glob("*pmemd*"))  # no drop-in, no backup
+    assert t.read("/boot/grub/grub.cfg") == before_cfg and update_grub.runs == 2
+    assert pmem_mounts(t) == []
+    assert not t.exists("/run/reboot-required") and not t.exists("/run/reboot-required.pkgs")
+    owned = state(t)
+    assert owned.kernel_args == () and owned.namespaces == {} and owned.pending_reboot is None
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "reset")
+    assert rc == 0 and "nothing to undo" in out
+
+
+@pytest.mark.parametrize("fixture", ["fedora-bls-grubby", "systemd-boot"])
+def test_reset_on_the_bls_layouts_gives_the_files_back(tmp_path: Path, runner: RecordingRunner, fixture: str,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    t = copy_fixture(fixture, tmp_path / "host")
+    t.config(EXAMPLE)
+    runner.expect(*in_root(t.path, "grubby", REST), handler=FakeGrubby(t.path))
+    watched = [p for p in (*t.p("/boot/loader/entries").glob("*.conf"), *t.p("/efi/loader/entries").glob("*.conf"),
+                           t.p("/etc/kernel/cmdline")) if p.exists()]
+    before = {p: p.read_text() for p in watched}
+    run_apply(t, runner)
+    assert any(p.read_text() != text for p, text in before.items())
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "reset")
+    assert rc == 0, out
+    for p, text in before.items():
+        assert p.read_text().split() == text.split(), p  # the same arguments again
+    assert not [p for p in t.path.rglob("*~pmemd")]
+    assert state(t).kernel_args == ()
+
+
+def test_reset_keeps_a_busy_mount_and_says_so(debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    t, _ = debian
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
+    run_apply(t, runner)
+    runner.rules.insert(0, Rule(("umount", str(t.p("/pmem/fast"))), None, 32, "",
+                                "umount: /pmem/fast: target is busy.", None))  # someone's shell is in it
+    rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "reset")
+    assert rc == 1
+    assert "[failed] fast: unmount /pmem/fast" in out and "still in use" in out
+    assert not t.exists("/etc/default/grub.d/99-pmemd.cfg")  # the boot config is clean all the same
+    assert set(state(t).namespaces) == {"fast"}  # still pmemd's: a later reset can unmount it

@@ -121,6 +121,11 @@ def test_deb_postinst_enables_and_starts_the_service(deb: DebBuild) -> None:
     assert "deb-systemd-invoke $_dh_action 'pmemd.service'" in postinst
     prerm = (deb.control / "prerm").read_text()
     assert "deb-systemd-invoke stop 'pmemd.service'" in prerm
+    # removal undoes what pmemd set up, after the service is stopped, and not on upgrade
+    stop, reset = prerm.index("deb-systemd-invoke stop 'pmemd.service'"), prerm.index("pmemd reset")
+    assert stop < reset and 'if [ "$1" = remove ]' in prerm[:reset]
+    postrm = (deb.control / "postrm").read_text()
+    assert 'if [ "$1" = purge ]; then\n    rm -rf /var/lib/pmemd' in postrm
     # pmem.target has no [Install] section and is pulled in by the services that need it: the
     # maintainer scripts neither enable, start nor stop it (stopping it on upgrade would leave
     # it inactive afterwards).
