@@ -124,7 +124,7 @@ def _refuse(as_json: bool, errors: list[tuple[str, dict[str, Any]]]) -> int:
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "schema":
-        from pmemd.model import json_schema
+        from pmemd.schema import json_schema
 
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK

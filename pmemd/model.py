@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from pmemd.units import GIB, MAX_BYTES, SizeError, parse_size, token
+from pmemd.units import GIB, MAX_BYTES, MAX_DURATION, TIMESPAN_PATTERN, SizeError, parse_size, parse_timespan, token
 
 __all__ = ["token"]  # re-exported for config: one way to quote a value in a message
 
@@ -99,41 +99,6 @@ class OnForeignData(StrEnum):
     WIPE = "wipe"
 
 
-# systemd.time(7) time spans: "1h 30min", "2min30s", "1.5h", "500ms"; a bare number is seconds.
-_TIMESPAN_UNITS: dict[str, float] = {
-    **dict.fromkeys(("usec", "us", "µs", "μs"), 1e-6),
-    **dict.fromkeys(("msec", "ms"), 1e-3),
-    **dict.fromkeys(("seconds", "second", "sec", "s", ""), 1.0),
-    **dict.fromkeys(("minutes", "minute", "min", "m"), 60.0),
-    **dict.fromkeys(("hours", "hour", "hr", "h"), 3600.0),
-    **dict.fromkeys(("days", "day", "d"), 86400.0),
-    **dict.fromkeys(("weeks", "week", "w"), 7 * 86400.0),
-    **dict.fromkeys(("months", "month", "M"), 30.44 * 86400),
-    **dict.fromkeys(("years", "year", "y"), 365.25 * 86400),
-}
-_UNIT_WORDS = "|".join(sorted((re.escape(u) for u in _TIMESPAN_UNITS if u), key=len, reverse=True))
-_TIMESPAN_PART = re.compile(rf"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*({_UNIT_WORDS})?(?![A-Za-zµμ])")
-_TIMESPAN = rf"^\s*(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*({_UNIT_WORDS})?(?![A-Za-zµμ])\s*)+$"
-MAX_DURATION = 366 * 86400  # a resync once a year is "never"; more is a typo
-
-
-def parse_timespan(text: str) -> float:
-    """Seconds in a systemd time span (``1h30m``, ``2min 30s``, ``500ms``); ValueError otherwise."""
-    pos, total, parts = 0, 0.0, 0
-    text = text.strip()
-    while pos < len(text):
-        m = _TIMESPAN_PART.match(text, pos)
-        if not m or m.end() == pos:
-            raise ValueError(text)
-        if m.group(2) is None and m.end() < len(text) and not text[m.end()].isspace():
-            raise ValueError(text)  # "1.5.5s": a number without a unit runs into the next one
-        total += float(m.group(1)) * _TIMESPAN_UNITS[m.group(2) or ""]
-        pos, parts = m.end(), parts + 1
-    if not parts:
-        raise ValueError(text)
-    return total
-
-
 def _duration(value: object) -> int:
     """Whole seconds; a span with a fraction of a second is rounded up (at least 1s)."""
     hint = "write e.g. 300, 90s, 5min, 1h30m or '2min 30s' (systemd.time(7))"
@@ -158,7 +123,7 @@ def _duration(value: object) -> int:
 
 Duration = Annotated[int, BeforeValidator(_duration), WithJsonSchema({
     "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
-              {"type": "string", "pattern": _TIMESPAN}]})]
+              {"type": "string", "pattern": TIMESPAN_PATTERN}]})]
 
 # A calendar expression is checked for shape here and by systemd itself (systemd-analyze
 # calendar) before pmemd schedules anything with it.
@@ -407,42 +372,3 @@ class Config(_Strict):
                 f"{len(v)} namespaces; pmemd accepts at most {MAX_NAMESPACES}: each is one memmap= "
                 "argument on a kernel command line of 2048 bytes (x86). Use fewer, larger regions")
         return v
-
-
-DRAFT_07 = "http://json-schema.org/draft-07/schema#"
-
-
-def json_schema(*, main: bool = False) -> dict[str, Any]:
-    """JSON Schema draft-07 of the config (what editors' YAML language servers support).
-
-    By default one schema for both kinds of file: ``version`` is optional, as in a drop-in
-    fragment (pmemd itself still requires it in /etc/pmem.yaml). ``main=True`` gives the stricter
-    schema of /etc/pmem.yaml alone.
-    """
-    schema: dict[str, Any] = _draft07(Config.model_json_schema())
-    schema["$schema"] = DRAFT_07
-    schema["title"] = "pmem.yaml"
-    if main:
-        schema["description"] = "/etc/pmem.yaml, the main config file of pmemd (pmem.yaml(5))."
-    else:
-        schema.pop("required", None)
-        schema["description"] = ("/etc/pmem.yaml or a fragment in /usr/lib/pmem.d, /run/pmem.d, "
-                                 "/etc/pmem.d (pmem.yaml(5)); version: 1 is required in /etc/pmem.yaml.")
-    return schema
-
-
-def _draft07(node: Any) -> Any:
-    """pydantic's 2020-12 output in draft-07 terms: ``definitions`` for ``$defs``, and a ``$ref``
-    alone in its object (draft-07 ignores the keywords beside one)."""
-    if isinstance(node, list):
-        return [_draft07(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {("definitions" if k == "$defs" else k): _draft07(v) for k, v in node.items()}
-    if isinstance(out.get("$ref"), str):
-        out["$ref"] = out["$ref"].replace("#/$defs/", "#/definitions/")
-    if "$ref" in out and len(out) > 1:
-        ref = out.pop("$ref")
-        keep = {k: out.pop(k) for k in ("description", "title", "default") if k in out}
-        out = {**keep, "allOf": [{"$ref": ref}, *([out] if out else [])]}
-    return out

@@ -83,39 +83,13 @@ def loads(text: str | None) -> Owned:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise TypeError("not a JSON object")
-        spaces = {}
-        for name, entry in _map(data.get("namespaces", {}), "namespaces").items():
-            ns = _map(entry, f"namespaces.{name}")
-            fs = ns.get("filesystem")
-            if fs:
-                fs = _map(fs, f"namespaces.{name}.filesystem")
-                filesystem: OwnedFs | None = OwnedFs(
-                    uuid=_str(fs.get("uuid"), "uuid"), type=_str(fs.get("type"), "type"),
-                    label=_opt_str(fs.get("label"), "label"), complete=_bool(fs.get("complete", True)))
-            else:
-                filesystem = None
-            spaces[_str(name, "namespace name")] = OwnedNamespace(
-                start=_addr(ns["start"], "start"), size=_addr(ns["size"], "size"),
-                filesystem=filesystem,
-                mount_path=_opt_str(ns.get("mount_path"), "mount_path"),
-                verified=_opt_str(ns.get("verified"), "verified"),
-                verified_boot_id=_opt_str(ns.get("verified_boot_id"), "verified_boot_id"),
-            )
         pr = data.get("pending_reboot")
-        pending = None
-        if pr:
-            pr = _map(pr, "pending_reboot")
-            pending = PendingReboot(
-                since=_str(pr["since"], "since"), boot_id=_opt_str(pr.get("boot_id"), "boot_id"),
-                reason=_str(pr["reason"], "reason"),
-                added=_strs(pr.get("added", ()), "added"), removed=_strs(pr.get("removed", ()), "removed"),
-                scheduled_for=_opt_str(pr.get("scheduled_for"), "scheduled_for"),
-            )
         return Owned(
             kernel_args=_strs(data.get("kernel_args", ()), "kernel_args"),
             backend=_opt_str(data.get("backend"), "backend"),
-            namespaces=spaces,
-            pending_reboot=pending,
+            namespaces={_str(name, "namespace name"): _namespace(entry, name)
+                        for name, entry in _map(data.get("namespaces", {}), "namespaces").items()},
+            pending_reboot=_pending(_map(pr, "pending_reboot")) if pr else None,
         )
     except RecursionError:  # nesting deeper than the interpreter's stack: not pmemd's file
         raise StateError(f"{STATE_FILE} is damaged (nested far deeper than pmemd writes it); "
@@ -125,6 +99,29 @@ def loads(text: str | None) -> Owned:
         why = why if len(why) <= 80 else why[:77] + "..."
         raise StateError(f"{STATE_FILE} is damaged ({type(exc).__name__}: {why}); move it aside "
                          "to start over") from None
+
+
+def _namespace(entry: Any, name: str) -> OwnedNamespace:
+    ns = _map(entry, f"namespaces.{name}")
+    fs = ns.get("filesystem")
+    filesystem = None
+    if fs:
+        fs = _map(fs, f"namespaces.{name}.filesystem")
+        filesystem = OwnedFs(uuid=_str(fs.get("uuid"), "uuid"), type=_str(fs.get("type"), "type"),
+                             label=_opt_str(fs.get("label"), "label"), complete=_bool(fs.get("complete", True)))
+    return OwnedNamespace(
+        start=_addr(ns["start"], "start"), size=_addr(ns["size"], "size"), filesystem=filesystem,
+        mount_path=_opt_str(ns.get("mount_path"), "mount_path"),
+        verified=_opt_str(ns.get("verified"), "verified"),
+        verified_boot_id=_opt_str(ns.get("verified_boot_id"), "verified_boot_id"))
+
+
+def _pending(pr: dict[str, Any]) -> PendingReboot:
+    return PendingReboot(
+        since=_str(pr["since"], "since"), boot_id=_opt_str(pr.get("boot_id"), "boot_id"),
+        reason=_str(pr["reason"], "reason"),
+        added=_strs(pr.get("added", ()), "added"), removed=_strs(pr.get("removed", ()), "removed"),
+        scheduled_for=_opt_str(pr.get("scheduled_for"), "scheduled_for"))
 
 
 def _map(value: Any, what: str) -> dict[str, Any]:

@@ -155,3 +155,38 @@ def memparse(text: str) -> tuple[int, str]:
         value = (value * _KERNEL_SUFFIX[text[i].upper()]) & ((1 << 64) - 1)
         i += 1
     return value, text[i:]
+
+
+# systemd.time(7) time spans: "1h 30min", "2min30s", "1.5h", "500ms"; a bare number is seconds.
+_TIMESPAN_UNITS: dict[str, float] = {
+    **dict.fromkeys(("usec", "us", "µs", "μs"), 1e-6),
+    **dict.fromkeys(("msec", "ms"), 1e-3),
+    **dict.fromkeys(("seconds", "second", "sec", "s", ""), 1.0),
+    **dict.fromkeys(("minutes", "minute", "min", "m"), 60.0),
+    **dict.fromkeys(("hours", "hour", "hr", "h"), 3600.0),
+    **dict.fromkeys(("days", "day", "d"), 86400.0),
+    **dict.fromkeys(("weeks", "week", "w"), 7 * 86400.0),
+    **dict.fromkeys(("months", "month", "M"), 30.44 * 86400),
+    **dict.fromkeys(("years", "year", "y"), 365.25 * 86400),
+}
+_UNIT_WORDS = "|".join(sorted((re.escape(u) for u in _TIMESPAN_UNITS if u), key=len, reverse=True))
+_TIMESPAN_PART = re.compile(rf"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*({_UNIT_WORDS})?(?![A-Za-zµμ])")
+TIMESPAN_PATTERN = rf"^\s*(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*({_UNIT_WORDS})?(?![A-Za-zµμ])\s*)+$"
+MAX_DURATION = 366 * 86400  # a resync once a year is "never"; more is a typo
+
+
+def parse_timespan(text: str) -> float:
+    """Seconds in a systemd time span (``1h30m``, ``2min 30s``, ``500ms``); ValueError otherwise."""
+    pos, total, parts = 0, 0.0, 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TIMESPAN_PART.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(text)
+        if m.group(2) is None and m.end() < len(text) and not text[m.end()].isspace():
+            raise ValueError(text)  # "1.5.5s": a number without a unit runs into the next one
+        total += float(m.group(1)) * _TIMESPAN_UNITS[m.group(2) or ""]
+        pos, parts = m.end(), parts + 1
+    if not parts:
+        raise ValueError(text)
+    return total

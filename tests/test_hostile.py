@@ -21,10 +21,11 @@ import pytest
 
 from pmemd.cli import main
 from pmemd.fsroot import HostFileError, Root
-from pmemd.model import MAX_NAMESPACES, json_schema, parse_timespan
+from pmemd.model import MAX_NAMESPACES
 from pmemd.parse import CORRUPT, parse_firmware_entry, parse_mountinfo
+from pmemd.schema import json_schema
 from pmemd.state import StateError, loads
-from pmemd.units import SizeError, parse_size
+from pmemd.units import SizeError, parse_size, parse_timespan
 from pmemd.yamldoc import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_NODES, ConfigErrors, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -169,7 +169,7 @@ def test_deb_schema_is_generated_from_the_built_package(deb: DebBuild) -> None:
     schema = json.loads((deb.root / "usr/share/pmemd/pmem.yaml.schema.json").read_text())
     assert "namespaces" in schema["properties"]
     assert "settings" in schema["properties"]
-    from pmemd.model import json_schema
+    from pmemd.schema import json_schema
 
     assert schema == json.loads(json.dumps(json_schema())), "schema differs from `pmemd schema`"
 

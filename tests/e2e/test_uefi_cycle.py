@@ -13,7 +13,12 @@ Two Debian 13 guests (images `uefi-grub` and `sdboot`, see build.LAYOUTS), boote
    way a kernel package does it (the /etc/kernel/postinst.d hooks: zz-update-grub, or
    zz-systemd-boot -> kernel-install add), after pmemd wrote its tokens.
 4. the new kernel is what booted (GRUB's BOOT_IMAGE, systemd-boot's LoaderEntrySelected) and its
-   command line carries pmemd's tokens; fast is in sync on it.
+   command line carries pmemd's tokens; fast is in sync on it; then ``apt-get purge pmemd``.
+5. no memmap= on the command line, no pmemd file left in the boot config, /etc/default/grub and
+   /etc/kernel/cmdline as they were before the package was installed.
+
+A third guest (image ``uefi-grub``, jobs/mkconfig-cycle.sh) runs the grub2-mkconfig layout on the
+real GRUB: Debian's grub-mkconfig under the RHEL name, ``settings.bootloader: grub2-mkconfig``.
 
 Run: sudo python3 -m pytest -m e2e tests/e2e/test_uefi_cycle.py -rs -s   (about 6-8 min under TCG)
 PMEMD_E2E_UEFI_RESULT=<dir> re-checks the evidence of an earlier run (<dir>/<layout>/) without booting.
@@ -56,6 +61,7 @@ if all(_REASONS.values()):
 
 HERE = Path(__file__).resolve().parent
 JOB = HERE / "jobs" / "uefi-cycle.sh"
+MKCONFIG_JOB = HERE / "jobs" / "mkconfig-cycle.sh"
 LIB = HERE / "jobs" / "lib.sh"
 FAST, BULK = "memmap=1G!5G", "memmap=512M!4G"  # bulk: offset auto -> the lowest free range, 4G
 BOTH = [BULK, FAST, "nokaslr"]
@@ -68,14 +74,16 @@ STATX_ATTR_DAX = 0x00200000
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, guest.RunResult | BaseException]:
     reuse = os.environ.get("PMEMD_E2E_UEFI_RESULT")
     if reuse:
-        return {layout: load_result(Path(reuse) / layout) for layout in LAYOUTS}
+        return {layout: load_result(Path(reuse) / layout) for layout in (*LAYOUTS, "mkconfig")}
     deb = build_deb(tmp_path_factory)
     todo = [layout for layout in LAYOUTS if not _REASONS[layout]]
     root = tmp_path_factory.mktemp("e2e-uefi")
     t0 = time.monotonic()
     out = guest.run_jobs({layout: {
         "script": f"LAYOUT={layout}\n" + JOB.read_text(), "files": [deb, LIB], "mode": layout,
-        "max_boots": 4, "out_dir": root / layout} for layout in todo})
+        "max_boots": 5, "out_dir": root / layout} for layout in todo}
+        | ({"mkconfig": {"script": MKCONFIG_JOB.read_text(), "files": [deb, LIB], "mode": "uefi-grub",
+                         "max_boots": 3, "out_dir": root / "mkconfig"}} if "uefi-grub" in todo else {}))
     wall = time.monotonic() - t0
     for layout, res in out.items():
         if isinstance(res, guest.RunResult):
@@ -125,9 +133,9 @@ def boot_config_tokens(cycle: Cycle, boot: int, tag: str) -> dict[str, list[str]
     return places
 
 
-def test_four_boots_each_job_ok(cycle: Cycle) -> None:
+def test_five_boots_each_job_ok(cycle: Cycle) -> None:
     res = cycle.res
-    assert [b.end for b in res.boots] == ["restart"] * 3 + ["poweroff"], [b.end for b in res.boots]
+    assert [b.end for b in res.boots] == ["restart"] * 4 + ["poweroff"], [b.end for b in res.boots]
     for b in res.boots:
         assert res.rc(b.number) == 0, res.job_log(b.number)[-4000:]
 
@@ -250,6 +258,31 @@ def test_boot4_new_kernel_booted_with_pmemds_tokens(cycle: Cycle) -> None:
     assert not [e for e in entries if e.get("PMEMD_RESULT") == "failed" or e.get("PRIORITY") == "3"], entries
 
 
+def test_purge_leaves_no_reservation_behind(cycle: Cycle) -> None:
+    purge = cycle.ok(4, "purge")
+    assert "Purging configuration files for pmemd" in purge
+    assert "[ok] boot config" in purge and "[ok] fast: unmount /pmem/fast" in purge  # pmemd reset, from prerm
+    assert cycle.rc(4, "purged-mountinfo") == 1  # no pmem mount left (grep found nothing)
+    leftovers = [ln for ln in cycle.text(4, "purged-leftovers").splitlines() if "cannot access" not in ln]
+    assert not [ln for ln in leftovers if "pmemd" in ln], leftovers
+    assert "cannot access '/var/lib/pmemd'" in cycle.text(4, "purged-leftovers")
+    final = cycle.ok(5, "final-cmdline").split()
+    assert not pmem_tokens(final)
+
+    def plain(tokens: list[str]) -> list[str]:  # without what names the kernel and initrd booted
+        return [t for t in tokens if not t.startswith(("BOOT_IMAGE=", "initrd="))]
+
+    assert plain(final) == plain(cycle.ok(1, "cmdline").split())
+    assert cycle.text(5, "final-iomem").strip() == "0"
+    assert cycle.ok(5, "final-default-grub") == cycle.ok(1, "pre-default-grub")
+    places = boot_config_tokens(cycle, 5, "final")
+    assert places and not any(places.values()), places
+    if layout_of(cycle) == "sdboot":
+        assert cycle.ok(5, "final-kernel-cmdline").split() == cycle.ok(1, "pre-kernel-cmdline").split()
+    else:
+        assert cycle.rc(5, "final-dropin") != 0  # cat: no such file
+
+
 def test_print_guest_evidence(cycle: Cycle, capsys: pytest.CaptureFixture[str]) -> None:
     """The CI log carries what each UEFI guest showed and how long every step took."""
     res = cycle.res
@@ -272,3 +305,73 @@ def test_print_guest_evidence(cycle: Cycle, capsys: pytest.CaptureFixture[str]) 
     with capsys.disabled():
         print("\n" + "\n".join(out))
     assert len(out) > 10
+
+
+# --- the grub2-mkconfig layout on the real GRUB (third guest) ----------------------------------
+
+
+@pytest.fixture
+def mk(runs: dict[str, guest.RunResult | BaseException]) -> Cycle:
+    if _REASONS["uefi-grub"]:
+        pytest.skip(f"uefi-grub guests unavailable: {_REASONS['uefi-grub']}")
+    res = runs["mkconfig"]
+    if not isinstance(res, guest.RunResult):
+        pytest.fail(f"the grub2-mkconfig guest run failed: {res}")
+    return Cycle(res)
+
+
+def cmdline_linux(text: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("GRUB_CMDLINE_LINUX=")]
+    return line
+
+
+def test_mkconfig_three_boots_each_job_ok(mk: Cycle) -> None:
+    assert [b.end for b in mk.res.boots] == ["restart", "restart", "poweroff"]
+    for b in mk.res.boots:
+        assert mk.res.rc(b.number) == 0, mk.res.job_log(b.number)[-4000:]
+
+
+def test_mkconfig_edits_only_its_tokens_in_etc_default_grub(mk: Cycle) -> None:
+    pre, after = mk.ok(1, "pre-default-grub"), mk.ok(1, "after-default-grub")
+    assert cmdline_linux(after) == cmdline_linux(pre)[:-1] + f" {BULK} {FAST} nokaslr" + '"'
+    changed = [a for a, b in zip(pre.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert changed == [cmdline_linux(pre)]  # every other line as it was
+    assert "99-pmemd.cfg" not in mk.text(1, "after-grub-d")  # no Debian drop-in on this layout
+    assert pmem_tokens(default_entry(mk.ok(1, "after-grubcfg"))) == BOTH  # the real grub-mkconfig made it
+    state = json.loads(mk.ok(1, "after-state"))
+    assert state["backend"] == "grub2-mkconfig" and state["kernel_args"] == BOTH
+    assert "grub2-mkconfig writes /boot/grub/grub.cfg" in mk.text(1, "after-plan")
+
+
+def test_mkconfig_real_grub_boots_exactly_pmemds_tokens(mk: Cycle) -> None:
+    assert pmem_tokens(mk.cmdline(2)) == BOTH
+    assert Counter(mk.cmdline(2)) - Counter(mk.ok(1, "cmdline").split()) == Counter(BOTH)
+    assert mk.status(2, "synced") == "in sync: 2/2 namespaces mounted with DAX"
+
+
+def test_mkconfig_purge_gives_etc_default_grub_back_byte_for_byte(mk: Cycle) -> None:
+    assert "[ok] boot config (grub2-mkconfig)" in mk.ok(2, "purge")
+    assert mk.ok(2, "purged-default-grub-sha") == mk.ok(1, "pre-default-grub-sha")
+    assert not pmem_tokens(default_entry(mk.ok(2, "purged-grubcfg")))
+    assert not pmem_tokens(mk.ok(3, "final-cmdline").split())
+    assert mk.ok(3, "final-default-grub-sha") == mk.ok(1, "pre-default-grub-sha")
+
+
+def test_mkconfig_print_guest_evidence(mk: Cycle, capsys: pytest.CaptureFixture[str]) -> None:
+    res = mk.res
+    out = [f"== pmemd grub2-mkconfig cycle (real GRUB EFI, grub-mkconfig as grub2-mkconfig): "
+           f"{len(res.boots)} boots, {res.seconds:.0f} s in qemu"]
+    for b in res.boots:
+        out.append(f"   boot {b.number}: {b.seconds:.0f} s, ended by {b.end}")
+        for name in ("cmdline", "after-cmdline", "final-cmdline"):
+            p = res.path(f"b{b.number}-{name}")
+            if p.exists():
+                out.append(f"# boot {b.number} {name}: {p.read_text(errors='replace').strip()}")
+        for tag in ("pre", "after", "purged", "final"):
+            p = res.path(f"b{b.number}-{tag}-default-grub")
+            if p.exists():
+                out.append(f"# boot {b.number} {tag} {cmdline_linux(p.read_text())}")
+        out.append("# step durations (s): " + ", ".join(f"{n} {s:.1f}" for n, s in step_seconds(res, b.number)))
+    with capsys.disabled():
+        print("\n" + "\n".join(out))
+    assert len(out) > 5

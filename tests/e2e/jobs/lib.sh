@@ -100,11 +100,17 @@ DEV_NS='  dev:
     mode: devdax
 '
 
-# write_config POLICY NAMESPACE_YAML...: a new /etc/pmem.yaml, saved the way editors do (rename)
+# write_config POLICY NAMESPACE_YAML...: a new /etc/pmem.yaml, saved the way editors do (rename);
+# $BOOTLOADER, when set, goes in as settings.bootloader
 write_config() {
     local policy=$1
     shift
-    { printf 'version: 1\nsettings:\n  reboot: %s\nnamespaces:\n' "$policy"; printf '%s' "$@"; } >/etc/pmem.yaml.new
+    {
+        printf 'version: 1\nsettings:\n  reboot: %s\n' "$policy"
+        if [ -n "${BOOTLOADER:-}" ]; then printf '  bootloader: %s\n' "$BOOTLOADER"; fi
+        printf 'namespaces:\n'
+        printf '%s' "$@"
+    } >/etc/pmem.yaml.new
     mv /etc/pmem.yaml.new /etc/pmem.yaml
 }
 

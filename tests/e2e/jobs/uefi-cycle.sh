@@ -5,7 +5,8 @@
 #   boot 2: pmemd's tokens on the command line; mkfs, DAX mounts; remove bulk -> reboot
 #   boot 3: bulk's token gone, fast untouched; install a second kernel the way a kernel package
 #           does (run-parts /etc/kernel/postinst.d) -> reboot into it (it is the newest)
-#   boot 4: the new kernel's command line has pmemd's tokens; fast in sync
+#   boot 4: the new kernel's command line has pmemd's tokens; fast in sync; apt-get purge pmemd
+#   boot 5: no memmap= on the command line; the boot config as it was before the package
 . "$HARNESS_FILES/lib.sh"
 : "${LAYOUT:?the test sets LAYOUT}"
 EFIVARS=/sys/firmware/efi/efivars
@@ -48,6 +49,7 @@ case $n in
     # A UEFI guest without memmap; install the package; the service runs, in sync, empty config.
     ev cmdline cat /proc/cmdline
     bootcfg pre
+    ev pre-default-grub sha256sum /etc/default/grub
     install_package
     # Two namespaces; the running daemon picks the file up by itself and writes the boot config.
     write_config flag "$FAST_NS" "$BULK_NS"
@@ -105,6 +107,20 @@ case $n in
     wait_status 'in sync: 1/1 namespaces mounted with DAX' 240 synced
     evidence after
     journal after
+    # Removing the package undoes what pmemd set up (prerm: the service stops, pmemd reset).
+    ev purge apt-get purge -y pmemd
+    ev purged-mountinfo grep pmem /proc/self/mountinfo
+    bootcfg purged
+    ev purged-leftovers sh -c 'ls -A /etc/default/grub.d /var/lib/pmemd /run/reboot-required 2>&1;
+        find /etc /boot -xdev -name "*pmemd*" 2>/dev/null'
+    echo reboot >"$HARNESS_NEXT"
+    ;;
+5)
+    # The package is gone, and so is every reservation it made.
+    ev final-cmdline cat /proc/cmdline
+    ev final-iomem grep -c Persistent /proc/iomem
+    ev final-default-grub sha256sum /etc/default/grub
+    bootcfg final
     ;;
 esac
 exit 0
