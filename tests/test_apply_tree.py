@@ -76,6 +76,18 @@ def grub_linux_args(t: HostTree) -> list[tuple[str, ...]]:
     return [e.args for e in parse_grub_cfg("/boot/grub/grub.cfg", t.read("/boot/grub/grub.cfg"))]
 
 
+def converge(t: HostTree, runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch) -> FakeDevices:
+    """Apply, reboot, apply: the namespaces formatted and mounted (STATX_ATTR_DAX patched: no
+    DAX-capable filesystem exists on this machine)."""
+    run_apply(t, runner)
+    t.reboot("boot-2")
+    devices = FakeDevices(t.path)
+    devices.install(runner)
+    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
+    run_apply(t, runner)
+    return devices
+
+
 @pytest.fixture
 def debian(tmp_path: Path, runner: RecordingRunner) -> tuple[HostTree, FakeUpdateGrub]:
     """The real debian13-qemu-plain capture (copied), the example config, and a fake update-grub."""
@@ -612,15 +624,9 @@ def test_full_cycle_on_a_debian_tree(debian: tuple[HostTree, FakeUpdateGrub], ru
 def test_pmemd_own_filesystem_survives_a_pass_without_reboot(
         debian: tuple[HostTree, FakeUpdateGrub], runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unmounted by someone, still holding pmemd's UUID: mounted again, never reformatted."""
-    import pmemd.effects
 
     t, _ = debian
-    run_apply(t, runner)
-    t.reboot("boot-2")
-    devices = FakeDevices(t.path)
-    devices.install(runner)
-    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
-    run_apply(t, runner)
+    devices = converge(t, runner, monkeypatch)
     runner.run(["umount", str(t.p("/pmem/fast"))])  # an admin's umount
     passes = run_apply(t, runner)
     assert outcomes(passes) == [("mount", "ok"), ("verify-dax", "ok")]
@@ -845,12 +851,7 @@ def test_reset_leaves_nothing_of_pmemd_in_the_boot_config(
     mounts undone, the reboot flag cleared; the config itself is not needed (it is removed)."""
     t, update_grub = debian
     before_cfg = t.read("/boot/grub/grub.cfg")
-    run_apply(t, runner)
-    t.reboot("boot-2")
-    devices = FakeDevices(t.path)
-    devices.install(runner)
-    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
-    run_apply(t, runner)
+    converge(t, runner, monkeypatch)
     assert t.exists("/etc/default/grub.d/99-pmemd.cfg") and len(pmem_mounts(t)) == 2
     t.config("version: 1\nnamespaces: {}\n")  # a broken or removed config does not matter
     t.p("/etc/pmem.yaml").unlink()
@@ -893,12 +894,7 @@ def test_reset_keeps_a_busy_mount_and_says_so(debian: tuple[HostTree, FakeUpdate
                                               monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     t, _ = debian
-    run_apply(t, runner)
-    t.reboot("boot-2")
-    devices = FakeDevices(t.path)
-    devices.install(runner)
-    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
-    run_apply(t, runner)
+    converge(t, runner, monkeypatch)
     runner.rules.insert(0, Rule(("umount", str(t.p("/pmem/fast"))), None, 32, "",
                                 "umount: /pmem/fast: target is busy.", None))  # someone's shell is in it
     rc, out, _ = cli_run(t, runner, monkeypatch, capsys, "reset")

@@ -34,6 +34,15 @@ class Cycle:
         assert self.rc(boot, name) == 0, f"boot {boot} {name}:\n{self.text(boot, name)}"
         return self.text(boot, name)
 
+    def check_installed(self) -> None:
+        """Boot 1: no memmap yet; the .deb installed, the service enabled, active, in sync."""
+        assert "memmap" not in self.ok(1, "cmdline")
+        assert "Setting up pmemd" in self.ok(1, "dpkg")
+        assert self.ok(1, "is-enabled").strip() == "enabled"
+        assert self.ok(1, "is-active").strip() == "active"
+        assert self.status(1, "empty") == "in sync: no namespaces configured"
+        assert "namespaces: {}" in self.ok(1, "etc-config")
+
     def status(self, boot: int, tag: str) -> str:
         return self.text(boot, f"status-{tag}").strip()
 

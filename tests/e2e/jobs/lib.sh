@@ -68,6 +68,18 @@ pmem_evidence() {
     ev "$tag-reboot-required" ls /run/reboot-required /run/reboot-required.pkgs
 }
 
+# synced_with_markers: wait until both namespaces are mounted with DAX (the job's evidence and
+# journal saved as "after"), then write a marker file into each and keep its STATX_ATTR_DAX
+synced_with_markers() {
+    wait_status 'in sync: 2/2 namespaces mounted with DAX' 240 synced
+    evidence after
+    journal after
+    for ns in fast bulk; do
+        echo "written in boot $n" >"/pmem/$ns/marker"
+        ev "$ns-dax" dax_attr "/pmem/$ns/marker"
+    done
+}
+
 journal() {  # this boot's pmemd entries (JSON) as evidence
     ev "$1-journal" journalctl -b -u pmemd -o json --no-pager
 }

@@ -60,13 +60,7 @@ case $n in
     ;;
 2)
     # Booted with pmemd's arguments: devices at the declared addresses, formatted, DAX mounts.
-    wait_status 'in sync: 2/2 namespaces mounted with DAX' 240 synced
-    evidence after
-    journal after
-    for ns in fast bulk; do
-        echo "written in boot 2" >"/pmem/$ns/marker"
-        ev "$ns-dax" dax_attr "/pmem/$ns/marker"
-    done
+    synced_with_markers
     # Remove bulk.
     write_config flag "$FAST_NS"
     wait_status 'reboot pending*' 180 pending
