@@ -270,7 +270,7 @@ def test_purge_leaves_no_reservation_behind(cycle: Cycle) -> None:
 
     assert plain(final) == plain(cycle.ok(1, "cmdline").split())
     assert cycle.text(5, "final-iomem").strip() == "0"
-    assert cycle.ok(5, "final-default-grub") == cycle.ok(1, "pre-default-grub")
+    assert cycle.text(5, "final-default-grub") == cycle.text(1, "pre-default-grub")  # sdboot: no such file
     places = boot_config_tokens(cycle, 5, "final")
     assert places and not any(places.values()), places
     if layout_of(cycle) == "sdboot":
