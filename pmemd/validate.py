@@ -1,6 +1,6 @@
 """Host-aware validation and ``offset: auto`` placement. Pure.
 
-The rules (DOMAIN.md, "Rules the reconciler must enforce"): each range lies inside one firmware
+The rules (docs/facts.md, "Rules"): each range lies inside one firmware
 ``System RAM`` entry, starts at or above 4 GiB, has start and size multiples of 128 MiB, overlaps
 nothing else that reserves memory, leaves ``min_free_ram`` to the OS after the 1/64 struct-page
 cost, stays within one NUMA node, and more than 4 regions draws a KASLR warning.
@@ -220,7 +220,7 @@ def _cross_checks(config: Config, facts: HostFacts, owned: Owned, placements: di
 
 
 def _foreign_memmap_warnings(facts: HostFacts, owned: Owned, ours: set[str]) -> list[Issue]:
-    """DOMAIN.md rule 2: flag every memmap= reservation pmemd did not write (it never removes one)."""
+    """Rule 2 (docs/facts.md): flag every memmap= reservation pmemd did not write (it never removes one)."""
     where: dict[str, list[str]] = {}
     kinds = (MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI, MemmapKind.RAM, MemmapKind.CONVERT)
     for label, e in _foreign_memmap(facts, owned, ours):

@@ -148,8 +148,8 @@ def in_root(tree: Path, *argv: Any) -> tuple[Any, ...]:
 
 # --- building host trees -------------------------------------------------------------------
 
-# `-machine pc -m 16G` firmware RAM (GUEST.md, "Debian 13 (trixie) guests"): 0-0x9fbff,
-# 0x100000-0xbffdcfff, 0x100000000-0x43fffffff; the reserved entries as in GUEST.md's -m 4G map.
+# `-machine pc -m 16G` firmware RAM (docs/facts.md, "QEMU guests"): 0-0x9fbff,
+# 0x100000-0xbffdcfff, 0x100000000-0x43fffffff; the reserved entries of a -m 4G guest.
 _BELOW_4G = (
     (0x0, 0x9FC00, "System RAM"),
     (0x9FC00, 0xA0000, "Reserved"),
@@ -500,7 +500,7 @@ class FakeGrubby:
     because grubby is not packaged on this Debian machine and edits the real /boot.
 
     It follows what the real script (grubby 8.40-69) was measured to do (the notes shipped beside
-    these tests, BOOT-LAYOUTS §4): an added argument first drops every argument of the same key
+    docs/facts.md, "grubby"): an added argument first drops every argument of the same key
     (a new ``memmap=`` drops all ``memmap=``; several in one call all stay); ``--remove-args`` takes
     an exact ``key=value`` or a bare key (all of them); ``--args V`` works like ``--args=V``; ``$``
     is written verbatim. ``ALL`` edits every BLS ``options`` line in /boot/loader/entries (grubenv's

@@ -807,7 +807,7 @@ def test_a_failed_boot_config_write_leaves_no_claimed_tokens(debian: tuple[HostT
 
 
 def test_the_fake_grubby_follows_the_real_ones_measured_behaviour(tmp_path: Path) -> None:
-    """What the real grubby-bls script did when run on this kind of machine (BOOT-LAYOUTS §4)."""
+    """What the real grubby-bls script did when run on a Debian 12 host (docs/facts.md, "grubby")."""
     t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
     grubby = FakeGrubby(t.path)
     confs = sorted(t.p("/boot/loader/entries").glob("*.conf"), key=lambda p: p.name, reverse=True)

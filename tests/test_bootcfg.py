@@ -160,7 +160,7 @@ def test_dropins_expand_earlier_values_and_later_files_win() -> None:
     ('GRUB_X="$GRUB_A b"', "a b"),
     ('GRUB_X="${GRUB_A}b"', "ab"),
     ("GRUB_X='$GRUB_A b'", "$GRUB_A b"),
-    ('GRUB_X="memmap=4G\\\\\\$12G"', "memmap=4G\\$12G"),  # GUEST.md: three backslashes give \$ in grub.cfg
+    ('GRUB_X="memmap=4G\\\\\\$12G"', "memmap=4G\\$12G"),  # docs/facts.md: three backslashes give \$ in grub.cfg
     ('GRUB_X="memmap=32M\\$3000M"', "memmap=32M$3000M"),  # ...and one gives a bare $ that GRUB eats
     ("GRUB_X=plain", "plain"),
     ("GRUB_X=a#b", "a#b"),

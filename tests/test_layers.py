@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN.md, checked on the code itself.
+"""pmemd's layering rules (README, "How it works"), checked on the code itself.
 
 1. Functional core, imperative shell: the core modules import nothing that touches the OS.
 2. The CLI's start-up does not pay for the daemon's dependencies (watchdog, systemd).

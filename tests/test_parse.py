@@ -2,7 +2,7 @@
 
 Captures used: the real Debian 13 guest tree ``tests/fixtures/hosts/debian13-qemu-plain``
 (``proc/cmdline``, ``proc/iomem``, ``proc/self/mountinfo``, ``dev/kmsg``, ``sys/firmware/memmap``)
-and the verbatim guest outputs recorded in /work/shared/docs/GUEST.md (quoted below as such).
+and verbatim outputs of Debian 13 QEMU guests (quoted below as such).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_action_character_selects_the_kind(value: str, kind: MemmapKind) -> None
 
 
 def test_trailing_garbage_after_start_still_adds_the_region() -> None:
-    # DOMAIN.md: memmap=4G!12GB still adds the region, then returns -EINVAL (ignored)
+    # the kernel: memmap=4G!12GB still adds the region, then returns -EINVAL (ignored)
     (e,) = parse_cmdline("memmap=4G!12GB").memmap
     assert (e.kind, e.size, e.start) == (MemmapKind.PRAM, 4 * GIB, 12 * GIB)
 
@@ -158,7 +158,7 @@ def test_real_captured_cmdline() -> None:
 
 
 def test_guest_md_variant_a_cmdline() -> None:
-    """GUEST.md, Variant A guest output (`cat /proc/cmdline`)."""
+    """A Debian 13 guest, direct kernel boot (`cat /proc/cmdline`)."""
     c = parse_cmdline("root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 memmap=512M!2G "
                       "memmap=256M!2600M memmap=100M!2944M")
     assert [(e.start, e.end) for e in c.pram] == [
@@ -166,7 +166,7 @@ def test_guest_md_variant_a_cmdline() -> None:
 
 
 def test_guest_md_grub_cycle_with_eaten_dollar() -> None:
-    """GUEST.md boot 2 after `memmap=64M\\\\\\$2944M`: the kernel sees `$`, a reserved range."""
+    """A Debian 13 guest booted after `memmap=64M\\\\\\$2944M`: the kernel sees `$`, a reserved range."""
     c = parse_cmdline("BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-amd64 root=UUID=x ro console=ttyS0,115200 "
                       "memmap=512M!2G memmap=64M$2944M")
     assert [(e.kind, e.start) for e in c.memmap] == [(MemmapKind.PRAM, 2 * GIB), (MemmapKind.RESERVED, 2944 * MIB)]
@@ -244,7 +244,7 @@ fd00000000-ffffffffff : Reserved
 
 
 def test_guest_md_iomem_pmem_ranges() -> None:
-    """GUEST.md Variant A: `grep -i -A1 persistent /proc/iomem` (verbatim)."""
+    """A Debian 13 guest: `grep -i -A1 persistent /proc/iomem` (verbatim)."""
     entries = [e for e in parse_iomem(GUEST_IOMEM) if e.name.startswith("Persistent Memory")]
     assert [(e.start, e.end, e.children) for e in entries] == [
         (0x80000000, 0xA0000000, ("namespace0.0",)),
@@ -268,7 +268,7 @@ def test_real_captured_kmsg() -> None:
 
 
 def test_guest_md_user_map_and_probe_failures() -> None:
-    """GUEST.md: `dmesg | grep -E 'user:|BIOS-e820'` and the alignment-probe lines (verbatim)."""
+    """A Debian 13 guest: `dmesg | grep -E 'user:|BIOS-e820'` and the alignment-probe lines (verbatim)."""
     dmesg = """\
 user: [mem 0x0000000000100000-0x000000007fffffff] usable
 user: [mem 0x0000000080000000-0x000000009fffffff] persistent (type 12)
@@ -319,7 +319,7 @@ def test_meminfo() -> None:
 
 
 def test_guest_md_dax_mountinfo_lines() -> None:
-    """GUEST.md: `grep pmem /proc/self/mountinfo` after ext4 and xfs DAX mounts (verbatim)."""
+    """A Debian 13 guest: `grep pmem /proc/self/mountinfo` after ext4 and xfs DAX mounts (verbatim)."""
     ext4, xfs = parse_mountinfo(
         "97 27 259:0 / /mnt rw,relatime shared:51 - ext4 /dev/pmem0 rw,dax=always\n"
         "97 27 259:0 / /mnt rw,relatime shared:51 - xfs /dev/pmem0 rw,attr2,dax=always,inode64,logbufs=8,"

@@ -293,7 +293,7 @@ def test_region_shrunk_by_the_kernel_is_failed_with_a_diagnosis_and_no_mkfs() ->
 
 
 def test_region_whose_namespace_has_no_block_device_is_failed() -> None:
-    """GUEST.md: `misaligned, unable to map` / `probe of namespace2.0 failed with error -95`."""
+    """docs/facts.md, "QEMU guests": `misaligned, unable to map` / `probe of namespace2.0 failed with error -95`."""
     facts = booted(regions=(region(0, 5 * GIB, GIB, blockdev=None),), signatures=(),
                    problems=("nd_pmem: probe of namespace0.0 failed with error -95",))
     p = plan(config({"fast": FAST}), facts, OWNED)
@@ -359,7 +359,7 @@ def test_a_namespace_error_stops_only_its_own_chain() -> None:
 
 def nvdimm_host(tmp_path: Path) -> HostTree:
     """A host booted with memmap=1G!5G (e820, pmem0) that also has a real NVDIMM (ACPI.NFIT) whose
-    region sits at 1G!5G's size elsewhere, with a block device pmem1 (GUEST.md: QEMU NVDIMM)."""
+    region sits at 1G!5G's size elsewhere, with a block device pmem1 (docs/facts.md: QEMU NVDIMM)."""
     t = booted_tree(tmp_path)
     t.nd_region(1, 0x480000000, GIB, provider="ACPI.NFIT", bus="ndbus1", mode="raw")
     return t
@@ -525,7 +525,7 @@ def test_nested_mount_points_are_refused() -> None:
     ("devdax", "memory", "", True),
     ("devdax", "dax", "dax0.0", False),
     ("raw", "raw", "", False),
-    ("raw", "memory", "", False),  # what `ndctl create-namespace --mode=raw` leaves on 6.1 (GUEST.md)
+    ("raw", "memory", "", False),  # what `ndctl create-namespace --mode=raw` leaves on 6.1 (docs/facts.md)
     ("raw", "memory", "pfn0.0", True),
 ])
 def test_namespace_mode(want: str, sysfs: str, holder: str, convert: bool) -> None:

@@ -1,7 +1,7 @@
 """Tier 1: validation of namespaces against a host's memory map, and ``offset: auto``.
 
 Hosts are HostFacts built in memory (tests/helpers.py ``make_facts``) with the QEMU ``-m 16G``
-firmware map of GUEST.md or a 64 GiB variant; NUMA cases go through a host tree's
+firmware map of a -m 16G QEMU guest (docs/facts.md) or a 64 GiB variant; NUMA cases go through a host tree's
 ``/sys/devices/system/node/nodeN/memoryM`` files and the real observer.
 """
 
