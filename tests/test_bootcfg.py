@@ -356,3 +356,45 @@ def test_debian_layout_reports_a_stale_grub_cfg(tmp_path: Path) -> None:
     assert boot.notes == ("/boot/grub/grub.cfg is older than /etc/default/grub: update-grub has not run since "
                           "they changed",)
     assert boot.owned_file == "/etc/default/grub.d/99-pmemd.cfg" and boot.owned_tokens == ()
+
+
+# --- the kernel-install plugin (safety net for kernels added later on systemd-boot) -----------
+
+
+def _plugin(tmp_path: Path, entry: str, state: dict[str, object] | None, *args: str) -> str:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    boot = tmp_path / "boot"
+    entries = boot / "loader/entries"
+    entries.mkdir(parents=True, exist_ok=True)
+    (entries / "abc-6.12.99.conf").write_text(entry)
+    st = tmp_path / "state.json"
+    if state is not None:
+        st.write_text(json.dumps(state))
+    env = {**os.environ, "KERNEL_INSTALL_BOOT_ROOT": str(boot), "KERNEL_INSTALL_ENTRY_TOKEN": "abc",
+           "KERNEL_INSTALL_LAYOUT": "bls", "PMEMD_STATE": str(st)}
+    r = subprocess.run([sys.executable, str(REPO / "packaging/kernel-install/91-pmemd.install"), *args],
+                       env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 0, r.stderr
+    return (entries / "abc-6.12.99.conf").read_text()
+
+
+ENTRY = "title Debian\nversion 6.12.99\noptions root=/dev/vda1 ro systemd.machine_id=abc\nlinux /abc/6.12.99/linux\n"
+
+
+def test_kernel_install_plugin_adds_pmemds_tokens_to_a_new_entry(tmp_path: Path) -> None:
+    out = _plugin(tmp_path, ENTRY, {"kernel_args": ["memmap=1G!5G", "nokaslr"]}, "add", "6.12.99", "/x", "/vmlinuz")
+    assert "options root=/dev/vda1 ro systemd.machine_id=abc memmap=1G!5G nokaslr\n" in out
+    assert out.replace(" memmap=1G!5G nokaslr", "") == ENTRY  # nothing else changed
+
+
+def test_kernel_install_plugin_changes_nothing_it_need_not(tmp_path: Path) -> None:
+    has = ENTRY.replace("ro systemd", "ro memmap=1G!5G systemd")
+    assert _plugin(tmp_path / "a", has, {"kernel_args": ["memmap=1G!5G"]}, "add", "6.12.99", "/x", "/v") == has
+    assert _plugin(tmp_path / "b", ENTRY, None, "add", "6.12.99", "/x", "/v") == ENTRY  # pmemd owns nothing
+    assert _plugin(tmp_path / "c", ENTRY, {"kernel_args": ["nokaslr"]}, "remove", "6.12.99") == ENTRY

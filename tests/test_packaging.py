@@ -146,6 +146,14 @@ def test_deb_config_is_a_conffile_declaring_no_namespaces(deb: DebBuild) -> None
     assert json.loads(res.stdout)["config"]["namespaces"] == {}
 
 
+def test_deb_ships_the_kernel_install_plugin(deb: DebBuild) -> None:
+    path = "/usr/lib/kernel/install.d/91-pmemd.install"
+    assert deb.files.get(path) == "-", path
+    shipped = deb.root / path.lstrip("/")
+    assert os.access(shipped, os.X_OK)
+    assert shipped.read_text() == (PACKAGING / "kernel-install/91-pmemd.install").read_text()
+
+
 def test_deb_directories(deb: DebBuild) -> None:
     for d in ("/usr/lib/pmem.d", "/etc/pmem.d", "/var/lib/pmemd", "/usr/share/pmemd"):
         assert deb.files.get(d) == "d", f"{d} is not a directory in the package"
