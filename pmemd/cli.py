@@ -200,7 +200,7 @@ def _status(target: Target, args: argparse.Namespace) -> int:
 def _daemon(target: Target, args: argparse.Namespace) -> int:
     from pmemd.daemon import main as daemon_main
 
-    return daemon_main(target, SubprocessRunner())
+    return daemon_main(target)
 
 
 def _reset(target: Target, args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from pmemd.engine import Target, apply, assess, load_config
 from pmemd.journal import ERR, INFO, NOTICE, Journal
 from pmemd.notify import Notifier, watchdog_interval
 from pmemd.report import summary_line
-from pmemd.runner import Runner
+from pmemd.runner import Runner, SubprocessRunner
 from pmemd.yamldoc import ConfigErrors
 
 DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
@@ -245,6 +245,10 @@ class _Clock:
         self.retry_at = time.monotonic() + RETRY[self.retries] if pending else None
 
 
-def main(target: Target, runner: Runner) -> int:
+def main(target: Target) -> int:
     journal = Journal.default(target.root)
-    return Daemon(target, runner, journal, Notifier()).run()
+    notifier = Notifier()
+    ping = watchdog_interval()
+    # A long mkfs or update-grub feeds the watchdog while it runs (each command has its own timeout).
+    runner = SubprocessRunner(heartbeat=notifier.watchdog if ping else None, beat=ping or 10.0)
+    return Daemon(target, runner, journal, notifier).run()

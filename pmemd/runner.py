@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,10 +43,18 @@ _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class SubprocessRunner:
-    """Runs real commands on this host."""
+    """Runs real commands on this host.
 
-    def __init__(self, *, path: str | None = None) -> None:
+    ``heartbeat`` is called every ``beat`` seconds while a command runs: the daemon feeds the
+    systemd watchdog with it, so a mkfs of a large region that takes minutes does not get the
+    service killed, while each command stays bounded by its own timeout.
+    """
+
+    def __init__(self, *, path: str | None = None, heartbeat: Callable[[], None] | None = None,
+                 beat: float = 10.0) -> None:
         self._path = path or os.environ.get("PATH") or _SAFE_PATH
+        self._heartbeat = heartbeat
+        self._beat = beat
 
     def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> Result:
         args = tuple(argv)
@@ -53,21 +62,22 @@ class SubprocessRunner:
             raise ValueError("argv must be a non-empty list of strings")
         env = {"PATH": self._path + ":" + _SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
         try:
-            proc = subprocess.run(
-                args,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                env=env,
-                check=False,
-            )
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, errors="replace", env=env)
         except FileNotFoundError:
-            result = Result(args, 127, "", f"{args[0]}: command not found")
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
-            result = Result(args, 124, out, f"timed out after {timeout:g} s")
-        else:
-            result = Result(args, proc.returncode, proc.stdout, proc.stderr)
-        return result
+            return Result(args, 127, "", f"{args[0]}: command not found")
+        deadline = time.monotonic() + timeout
+        with proc:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    out, err = proc.communicate(timeout=max(0.0, min(left, self._beat)))
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        proc.kill()
+                        out, _ = proc.communicate()
+                        return Result(args, 124, out or "", f"timed out after {timeout:g} s")
+                    if self._heartbeat is not None:
+                        self._heartbeat()
+                    continue
+                return Result(args, proc.returncode, out, err)
