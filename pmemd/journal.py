@@ -61,6 +61,7 @@ class Journal:
     root: Root | None = None  # where the action log lives; None: no action log
     sender: Callable[..., Any] | None = None
     use_journal: bool = True
+    log_failed: bool = False  # the action log could not be written (said once)
 
     @classmethod
     def default(cls, root: Root | None) -> Journal:
@@ -94,4 +95,10 @@ class Journal:
         if self.root is not None and result is not None:
             entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": kind, "namespace": namespace,
                      "device": device, "result": result, "message": message}
-            self.root.append_line(ACTION_LOG, json.dumps(entry, sort_keys=True))
+            try:
+                self.root.append_line(ACTION_LOG, json.dumps(entry, sort_keys=True))
+            except OSError as exc:  # a full or read-only /var: the journal above has the entry
+                if not self.log_failed:
+                    print(f"pmemd: cannot append to {ACTION_LOG} ({exc.strerror}); the journal keeps "
+                          "the record", file=sys.stderr, flush=True)
+                self.log_failed = True

@@ -478,7 +478,10 @@ class FakeUpdateGrub:
                 out.append(f"{m['indent']}linux{m['sep']}{m['kernel']} {m['root']} ro {args}".rstrip())
             else:
                 out.append(line)
-        cfg.write_text("\n".join(out) + "\n")
+        try:
+            cfg.write_text("\n".join(out) + "\n")
+        except OSError as exc:  # e.g. /boot read-only: what grub-mkconfig says then
+            return 1, "", f"/usr/sbin/grub-mkconfig: 1: cannot create /boot/grub/grub.cfg.new: {exc.strerror}\n"
         return 0, "", "Generating grub configuration file ...\ndone\n"
 
 
