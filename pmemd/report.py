@@ -14,6 +14,7 @@ from pmemd.config import Loaded, iter_leaves
 from pmemd.diagnose import Running
 from pmemd.plan import Assessment
 from pmemd.units import human
+from pmemd.validate import Issue
 from pmemd.yamldoc import ConfigIssue
 
 FORMAT = 1  # version of the --json documents
@@ -31,6 +32,13 @@ def error_json(issue: ConfigIssue | str) -> dict[str, Any]:
     loc = issue.loc
     return {"file": loc.file if loc else None, "line": loc.line if loc else None,
             "column": loc.col if loc else None, "key": issue.keypath or None, "message": issue.message}
+
+
+def issue_json(loaded: Loaded, issue: Issue) -> dict[str, Any]:
+    """An issue as JSON, with the file, line and column of its key where the config has it."""
+    loc = loaded.origin(*issue.key.split(".")) if issue.key else None
+    return {**asdict(issue), "file": loc.file if loc else None, "line": loc.line if loc else None,
+            "column": loc.col if loc else None}
 
 
 def issue_loc(loaded: Loaded, key: str) -> str:
@@ -98,7 +106,7 @@ def plan_json(a: Assessment) -> dict[str, Any]:
         "reboot_needed": p.reboot_needed,
         "actions": [to_json(x) for x in p.actions],
         "after_reboot": list(p.after_reboot),
-        "issues": [asdict(i) for i in p.issues],
+        "issues": [issue_json(a.loaded, i) for i in p.issues],
         "namespaces": [asdict(v) for v in p.namespaces],
         "notes": list(p.notes),
     }
@@ -155,7 +163,7 @@ def status_json(a: Assessment, log: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "pending_reboot": asdict(pending) if pending else None,
         "reboot_needed": a.plan.reboot_needed,
-        "issues": [asdict(i) for i in a.plan.issues],
+        "issues": [issue_json(a.loaded, i) for i in a.plan.issues],
         "pending_actions": [act.summary for act in a.plan.actions],
         "last_actions": log,
     }

@@ -385,3 +385,12 @@ def test_validate_dropin_shadows_the_installed_fragment_of_that_name(plain: Host
     fixed.write_text("namespaces:\n  bulk: {size: 512M, offset: 6G}\n")
     r = pmemd("--root", str(plain.path), "validate", "--dropin", str(fixed))
     assert r.returncode == 0, r.stderr
+
+
+def test_json_issues_carry_the_file_line_and_column_of_their_key(plain: HostTree) -> None:
+    plain.config("version: 1\nnamespaces:\n  low: {size: 1G, offset: 3G}\n")
+    for command in ("plan", "status"):
+        r = pmemd("--root", str(plain.path), command, "--json")
+        (issue,) = [i for i in json.loads(r.stdout)["issues"] if i["severity"] == "error"]
+        assert (issue["file"], issue["line"], issue["column"], issue["key"]) == (
+            "/etc/pmem.yaml", 3, 27, "namespaces.low.offset"), command
