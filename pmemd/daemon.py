@@ -17,6 +17,7 @@ import queue
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from types import FrameType
@@ -27,6 +28,7 @@ from pmemd.journal import ERR, INFO, NOTICE, Journal
 from pmemd.notify import Notifier, watchdog_interval
 from pmemd.report import summary_line
 from pmemd.runner import Runner, SubprocessRunner
+from pmemd.timing import Phases, since_process_start
 from pmemd.yamldoc import ConfigErrors
 
 DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
@@ -49,12 +51,12 @@ class Event:
 
 class Daemon:
     def __init__(self, target: Target, runner: Runner, journal: Journal, notifier: Notifier,
-                 *, debounce: float = DEBOUNCE, watch: bool = True) -> None:
+                 *, watch: bool = True, children: Callable[[], float] = lambda: 0.0) -> None:
         self.target = target
         self.runner = runner
         self.journal = journal
         self.notifier = notifier
-        self.debounce = debounce
+        self.debounce = DEBOUNCE
         self.watch = watch
         self.events: queue.Queue[Event] = queue.Queue()
         self.last_good: Loaded | None = None
@@ -63,6 +65,9 @@ class Daemon:
         self.resync = 300.0
         self.settle_max = SETTLE_MAX
         self.devices_pending = False  # the last pass found a booted region without its device
+        self.children = children  # seconds spent in child processes so far
+        self.phases: Phases | None = None  # set during the first pass, which is timed
+        self._t0 = time.monotonic()
 
     # --- event sources ---------------------------------------------------------------------
 
@@ -95,18 +100,23 @@ class Daemon:
         return loaded
 
     def run_pass(self) -> str:
-        loaded = self.load()
+        with (self.phases or Phases()).phase("config"):
+            loaded = self.load()
         self.passes += 1
         if loaded is None:
             return f"config error at {self.config_error}; no good config yet, changing nothing"
         try:
-            results = apply(self.target, self.runner, self.journal, loaded=loaded)
+            results = apply(self.target, self.runner, self.journal, loaded=loaded, phases=self.phases)
         except Exception as exc:  # a bug or an unexpected host state must not kill the daemon
             self.devices_pending = False
             self.journal.event("pass", f"pass failed: {exc}\n{traceback.format_exc()}", priority=ERR,
                                result="error")
             return f"error: {exc} (retrying at the next event or resync)"
-        final = assess(self.target, self.runner, loaded)
+        # The last pass saw the host after every change but its own: its view is final when it
+        # changed nothing; otherwise look once more.
+        last = results[-1]
+        final = last.assessment if not last.outcomes else assess(self.target, self.runner, loaded,
+                                                                  phases=self.phases)
         self.devices_pending = any(v.device_pending for v in final.plan.namespaces)
         status = summary_line(final)
         done = sum(1 for r in results for o in r.outcomes if o.result == "ok")
@@ -122,13 +132,17 @@ class Daemon:
         most ``settle_max`` seconds) for the devices of the booted regions before the first
         pass, so that pass does not report a race as a failed region. False if a stop request
         came in meanwhile. Whatever goes wrong here is left for the first pass to report."""
+        phases = self.phases or Phases()
         try:
             if self.target.root.is_host:
-                self.runner.run(["udevadm", "settle", "--timeout=10"], timeout=20)
+                with phases.phase("settle"):
+                    self.runner.run(["udevadm", "settle", "--timeout=10"], timeout=20)
             loaded = self.load()
             until = time.monotonic() + self.settle_max
             while loaded is not None and time.monotonic() < until:
-                if not any(v.device_pending for v in assess(self.target, self.runner, loaded).plan.namespaces):
+                with phases.phase("devices"):
+                    pending = any(v.device_pending for v in assess(self.target, self.runner, loaded).plan.namespaces)
+                if not pending:
                     break
                 try:
                     ev = self.events.get(timeout=0.5)
@@ -160,6 +174,10 @@ class Daemon:
         return got
 
     def run(self) -> int:
+        self.phases = Phases()
+        # the clock starts with the process: interpreter start-up and imports count
+        self._t0 = time.monotonic() - (since_process_start() or 0.0)
+        self.phases.add("start", time.monotonic() - self._t0)
         old = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
         watcher = None
         if self.watch:
@@ -170,7 +188,7 @@ class Daemon:
             watcher.start()
         try:
             if self.settle():
-                self.notifier.ready(self.run_pass())
+                self.notifier.ready(self._first_pass())
                 self._loop(_Clock.start(resync=self.resync, ping=watchdog_interval()))
             self.notifier.stopping()
             return 0
@@ -179,6 +197,17 @@ class Daemon:
                 watcher.stop()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+
+    def _first_pass(self) -> str:
+        """The pass that READY waits for, timed per phase and summarised in the journal."""
+        assert self.phases is not None
+        status = self.run_pass()
+        total = time.monotonic() - self._t0
+        children = self.children()
+        self.journal.event("pass", self.phases.summary(total=total, children=children), priority=INFO,
+                           **self.phases.fields(total=total, children=children))
+        self.phases = None
+        return status
 
     def _loop(self, clock: _Clock) -> None:
         """Wait for events and timers until a stop request comes in."""
@@ -251,4 +280,4 @@ def main(target: Target) -> int:
     ping = watchdog_interval()
     # A long mkfs or update-grub feeds the watchdog while it runs (each command has its own timeout).
     runner = SubprocessRunner(heartbeat=notifier.watchdog if ping else None, beat=ping or 10.0)
-    return Daemon(target, runner, journal, notifier).run()
+    return Daemon(target, runner, journal, notifier, children=lambda: runner.child_seconds).run()

@@ -17,6 +17,7 @@ from pmemd.config import Loaded, build
 from pmemd.fsroot import Root
 from pmemd.plan import Assessment, Plan, plan, reset_plan
 from pmemd.runner import Runner
+from pmemd.timing import Phases
 from pmemd.yamldoc import ConfigErrors, ConfigIssue, Loc
 
 if TYPE_CHECKING:  # the executor is imported when a pass runs: plan and status never load it
@@ -59,15 +60,23 @@ def load_owned(root: Root) -> state.Owned:
     return state.loads(root.read_text(state.STATE_FILE))
 
 
-def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None) -> Assessment:
-    loaded = loaded or load_config(target)
+def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None, *,
+           phases: Phases | None = None) -> Assessment:
+    phases = phases or Phases()
+    with phases.phase("config"):
+        loaded = loaded or load_config(target)
     cfg = loaded.config
-    owned = load_owned(target.root)
-    mount_paths = tuple(ns.mount.path for ns in cfg.namespaces.values() if ns.mount) + tuple(
-        o.mount_path for o in owned.namespaces.values() if o.mount_path)
-    facts = obs.observe(target.root, runner, bootloader=cfg.settings.bootloader.value,
-                        mount_paths=mount_paths)
-    return Assessment(loaded, facts, owned, plan(cfg, facts, owned))
+    with phases.phase("observe"):
+        owned = load_owned(target.root)
+        mount_paths = tuple(ns.mount.path for ns in cfg.namespaces.values() if ns.mount) + tuple(
+            o.mount_path for o in owned.namespaces.values() if o.mount_path)
+        facts = obs.observe(target.root, runner, bootloader=cfg.settings.bootloader.value,
+                            mount_paths=mount_paths)
+    with phases.phase("plan"):
+        return Assessment(loaded, facts, owned, plan(cfg, facts, owned))
+
+
+MAX_PASSES = 4  # a mode change, then mkfs, then mount: each pass sees what the one before made
 
 
 @dataclass(frozen=True)
@@ -83,32 +92,34 @@ class PassResult:
 
 
 def apply_pass(target: Target, runner: Runner, journal: Journal, *, dry_run: bool,
-               assessment: Assessment | None = None) -> PassResult:
+               assessment: Assessment | None = None, phases: Phases | None = None) -> PassResult:
     from pmemd.effects import DryRunEffects, HostEffects
     from pmemd.execute import record_verification, run_plan
     from pmemd.execute_boot import Book
     from pmemd.journal import ERR, WARNING
 
-    a = assessment or assess(target, runner)
+    phases = phases or Phases()
+    a = assessment or assess(target, runner, phases=phases)
     fx = (DryRunEffects if dry_run else HostEffects)(target.root, runner, journal)
     book = Book(a.owned, fx)
     for issue in a.plan.issues:
         fx.event("pass", str(issue), priority=ERR if issue.severity == "error" else WARNING,
                  namespace=issue.namespace)
-    record_verification(a.plan.namespaces, a.facts.boot_id, fx=fx, book=book)
-    outcomes = run_plan(a.plan.actions, fx=fx, book=book) if not a.plan.errors or a.plan.actions else ()
+    with phases.phase("actions"):
+        record_verification(a.plan.namespaces, a.facts.boot_id, fx=fx, book=book)
+        outcomes = run_plan(a.plan.actions, fx=fx, book=book) if not a.plan.errors or a.plan.actions else ()
     return PassResult(a.plan, outcomes, tuple(fx.log), a)
 
 
 def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = False,
-          max_passes: int = 4, loaded: Loaded | None = None) -> list[PassResult]:
+          loaded: Loaded | None = None, phases: Phases | None = None) -> list[PassResult]:
     """Apply until the plan is empty, fails, or stops making progress (a mode change or a mkfs
     changes what the next observation sees, so one call can take more than one pass)."""
     results: list[PassResult] = []
     seen: set[tuple[tuple[str, str | None], ...]] = set()
-    for _ in range(max_passes):
-        r = apply_pass(target, runner, journal, dry_run=dry_run,
-                       assessment=assess(target, runner, loaded) if loaded else None)
+    for _ in range(MAX_PASSES):
+        r = apply_pass(target, runner, journal, dry_run=dry_run, phases=phases,
+                       assessment=assess(target, runner, loaded, phases=phases) if loaded else None)
         results.append(r)
         key = tuple((a.kind.value, a.namespace) for a in r.plan.actions)
         if dry_run or r.failed or not r.plan.actions or key in seen:

@@ -55,6 +55,7 @@ class SubprocessRunner:
         self._path = path or os.environ.get("PATH") or _SAFE_PATH
         self._heartbeat = heartbeat
         self._beat = beat
+        self.child_seconds = 0.0  # wall time spent waiting for commands, all runs together
 
     def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> Result:
         args = tuple(argv)
@@ -66,6 +67,13 @@ class SubprocessRunner:
                                     stderr=subprocess.PIPE, text=True, errors="replace", env=env)
         except FileNotFoundError:
             return Result(args, 127, "", f"{args[0]}: command not found")
+        started = time.monotonic()
+        try:
+            return self._wait(proc, args, timeout)
+        finally:
+            self.child_seconds += time.monotonic() - started
+
+    def _wait(self, proc: subprocess.Popen[str], args: tuple[str, ...], timeout: float) -> Result:
         deadline = time.monotonic() + timeout
         with proc:
             while True:

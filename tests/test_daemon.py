@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,6 +117,11 @@ def test_daemon_story(daemon) -> None:  # type: ignore[no-untyped-def]
     root, notify, proc = daemon
     ready = notify.wait_for("READY=1")
     assert "STATUS=in sync: no namespaces configured" in ready
+    # the first pass is timed per phase, from the process's start (journal; stderr here)
+    log = (root.parent / "daemon.log").read_text()
+    m = re.search(r"first pass (\d+\.\d) s: start (\d+\.\d), .*config .*observe .*plan .*\(children (\d+\.\d)\)", log)
+    assert m, log
+    assert float(m.group(1)) >= float(m.group(2)) > 0
 
     # An edit is picked up by the watcher: one pass writes the boot config.
     write_atomic(root / "etc/pmem.yaml", GOOD_ONE)
