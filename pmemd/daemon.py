@@ -17,17 +17,17 @@ import queue
 import signal
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from types import FrameType
 
 from pmemd.config import Loaded
 from pmemd.engine import Target, apply, assess, load_config
-from pmemd.journal import ERR, INFO, NOTICE, Journal
+from pmemd.journal import DEBUG, ERR, INFO, NOTICE, Journal
 from pmemd.notify import Notifier, watchdog_interval
+from pmemd.plan import Assessment
 from pmemd.report import summary_line
-from pmemd.runner import Runner, SubprocessRunner
+from pmemd.runner import Runner, SubprocessRunner, Timings
 from pmemd.timing import Phases, since_process_start
 from pmemd.yamldoc import ConfigErrors
 
@@ -51,7 +51,7 @@ class Event:
 
 class Daemon:
     def __init__(self, target: Target, runner: Runner, journal: Journal, notifier: Notifier,
-                 *, watch: bool = True, children: Callable[[], float] = lambda: 0.0) -> None:
+                 *, watch: bool = True, timings: Timings | None = None) -> None:
         self.target = target
         self.runner = runner
         self.journal = journal
@@ -65,7 +65,8 @@ class Daemon:
         self.resync = 300.0
         self.settle_max = SETTLE_MAX
         self.devices_pending = False  # the last pass found a booted region without its device
-        self.children = children  # seconds spent in child processes so far
+        self.settled: Assessment | None = None  # what the wait for devices saw last
+        self.timings = timings or Timings()  # the time spent in child processes
         self.phases: Phases | None = None  # set during the first pass, which is timed
         self._t0 = time.monotonic()
 
@@ -100,13 +101,21 @@ class Daemon:
         return loaded
 
     def run_pass(self) -> str:
-        with (self.phases or Phases()).phase("config"):
-            loaded = self.load()
+        # The wait for devices has just loaded the config and seen the host: unless an event
+        # came in since, the first pass acts on that.
+        settled, self.settled = self.settled, None
+        if settled is not None and self.events.empty():
+            loaded: Loaded | None = settled.loaded
+        else:
+            settled = None
+            with (self.phases or Phases()).phase("config"):
+                loaded = self.load()
         self.passes += 1
         if loaded is None:
             return f"config error at {self.config_error}; no good config yet, changing nothing"
         try:
-            results = apply(self.target, self.runner, self.journal, loaded=loaded, phases=self.phases)
+            results = apply(self.target, self.runner, self.journal, loaded=settled or loaded,
+                            phases=self.phases)
         except Exception as exc:  # a bug or an unexpected host state must not kill the daemon
             self.devices_pending = False
             self.journal.event("pass", f"pass failed: {exc}\n{traceback.format_exc()}", priority=ERR,
@@ -137,21 +146,23 @@ class Daemon:
             if self.target.root.is_host:
                 with phases.phase("settle"):
                     self.runner.run(["udevadm", "settle", "--timeout=10"], timeout=20)
-            loaded = self.load()
+            with phases.phase("config"):
+                loaded = self.load()
             until = time.monotonic() + self.settle_max
             while loaded is not None and time.monotonic() < until:
-                with phases.phase("devices"):
-                    pending = any(v.device_pending for v in assess(self.target, self.runner, loaded).plan.namespaces)
-                if not pending:
+                seen = assess(self.target, self.runner, loaded, phases=phases)
+                self.settled = seen
+                if not any(v.device_pending for v in seen.plan.namespaces):
                     break
-                try:
-                    ev = self.events.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if ev.kind is EventKind.STOP:
-                    return False
-                self.events.put(ev)  # a config change or reload: the first pass sees it anyway
-                time.sleep(0.5)
+                with phases.phase("devices"):  # the time spent waiting, not looking
+                    try:
+                        ev = self.events.get(timeout=0.5)
+                    except queue.Empty:
+                        continue
+                    if ev.kind is EventKind.STOP:
+                        return False
+                    self.events.put(ev)  # a config change or reload: the first pass sees it anyway
+                    time.sleep(0.5)
         except Exception as exc:  # a damaged state file, an unreadable /sys: the pass says so
             self.journal.event("pass", f"waiting for devices before the first pass failed: {exc}",
                                priority=ERR, result="error")
@@ -199,14 +210,22 @@ class Daemon:
                 signal.signal(sig, handler)
 
     def _first_pass(self) -> str:
-        """The pass that READY waits for, timed per phase and summarised in the journal."""
+        """The pass that READY waits for, timed per phase and summarised in the journal; the
+        parts of each phase and every command it ran are logged at debug level."""
         assert self.phases is not None
         status = self.run_pass()
         total = time.monotonic() - self._t0
-        children = self.children()
+        children = self.timings.seconds
+        for name, secs in self.phases.details().items():
+            self.journal.event("pass", f"first pass: {name} {secs:.3f} s", priority=DEBUG,
+                               phase=name, seconds=f"{secs:.3f}")
+        for argv, secs in self.timings.calls or ():
+            self.journal.event("pass", f"first pass: `{' '.join(argv)}` {secs:.3f} s", priority=DEBUG,
+                               command=argv[0], seconds=f"{secs:.3f}")
         self.journal.event("pass", self.phases.summary(total=total, children=children), priority=INFO,
                            **self.phases.fields(total=total, children=children))
         self.phases = None
+        self.timings.calls = None
         return status
 
     def _loop(self, clock: _Clock) -> None:
@@ -280,4 +299,5 @@ def main(target: Target) -> int:
     ping = watchdog_interval()
     # A long mkfs or update-grub feeds the watchdog while it runs (each command has its own timeout).
     runner = SubprocessRunner(heartbeat=notifier.watchdog if ping else None, beat=ping or 10.0)
-    return Daemon(target, runner, journal, notifier, children=lambda: runner.child_seconds).run()
+    runner.timings.calls = []  # the first pass's commands, timed (logged at debug level at READY)
+    return Daemon(target, runner, journal, notifier, timings=runner.timings).run()

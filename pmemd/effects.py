@@ -116,9 +116,9 @@ class HostEffects:
         self._do(lambda: self.root.write_atomic(st.STATE_FILE, st.dumps(owned), mode=0o644, backup=False))
 
     def event(self, action: str, message: str, *, priority: int, namespace: str | None = None,
-              device: str | None = None, result: str | None = None) -> None:
+              device: str | None = None, result: str | None = None, **fields: str) -> None:
         self._do(lambda: self.journal.event(action, message, priority=priority, namespace=namespace,
-                                            device=device, result=result))
+                                            device=device, result=result, **fields))
 
     def confirm(self, what: str, check: Callable[[], str | None]) -> str | None:
         """Run a check of a change just made; its problem, or None when all is well."""

@@ -71,7 +71,7 @@ def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None, 
         mount_paths = tuple(ns.mount.path for ns in cfg.namespaces.values() if ns.mount) + tuple(
             o.mount_path for o in owned.namespaces.values() if o.mount_path)
         facts = obs.observe(target.root, runner, bootloader=cfg.settings.bootloader.value,
-                            mount_paths=mount_paths)
+                            mount_paths=mount_paths, phases=phases)
     with phases.phase("plan"):
         return Assessment(loaded, facts, owned, plan(cfg, facts, owned))
 
@@ -112,14 +112,21 @@ def apply_pass(target: Target, runner: Runner, journal: Journal, *, dry_run: boo
 
 
 def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = False,
-          loaded: Loaded | None = None, phases: Phases | None = None) -> list[PassResult]:
+          loaded: Loaded | Assessment | None = None, phases: Phases | None = None) -> list[PassResult]:
     """Apply until the plan is empty, fails, or stops making progress (a mode change or a mkfs
-    changes what the next observation sees, so one call can take more than one pass)."""
+    changes what the next observation sees, so one call can take more than one pass).
+    ``loaded``: the config (default: read it), or an assessment of it just made, which the first
+    pass acts on."""
     results: list[PassResult] = []
     seen: set[tuple[tuple[str, str | None], ...]] = set()
+    first = loaded if isinstance(loaded, Assessment) else None
+    if isinstance(loaded, Assessment):
+        loaded = loaded.loaded
     for _ in range(MAX_PASSES):
-        r = apply_pass(target, runner, journal, dry_run=dry_run, phases=phases,
-                       assessment=assess(target, runner, loaded, phases=phases) if loaded else None)
+        if first is None and loaded is not None:
+            first = assess(target, runner, loaded, phases=phases)
+        r = apply_pass(target, runner, journal, dry_run=dry_run, phases=phases, assessment=first)
+        first = None
         results.append(r)
         key = tuple((a.kind.value, a.namespace) for a in r.plan.actions)
         if dry_run or r.failed or not r.plan.actions or key in seen:

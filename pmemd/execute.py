@@ -8,6 +8,7 @@ apply killed at any point leaves a state the next apply converges from.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -217,18 +218,20 @@ def run_plan(actions: tuple[Action, ...], *, fx: HostEffects, book: Book) -> tup
         if skip:
             outcomes.append(Outcome(act, Result.SKIPPED, skip))
             continue
+        started = time.monotonic()
         try:
             message = handle(act, fx=fx, book=book)
         except (ActionFailed, OSError) as exc:
             outcomes.append(Outcome(act, Result.FAILED, str(exc)))
             stopped.add(act.namespace)
             fx.event(act.kind.value, f"{act.summary}: FAILED: {exc}", priority=ERR, namespace=act.namespace,
-                     device=act.device, result="failed")
+                     device=act.device, result="failed", seconds=f"{time.monotonic() - started:.3f}")
             continue
         outcomes.append(Outcome(act, done, message))
         rebooting = isinstance(act, Reboot) and act.policy is RebootPolicy.NOW and not fx.recording
         fx.event(act.kind.value, f"{act.summary}: {message}", priority=NOTICE if act.label.value != "live" else INFO,
-                 namespace=act.namespace, device=act.device, result="ok")
+                 namespace=act.namespace, device=act.device, result="ok",
+                 seconds=f"{time.monotonic() - started:.3f}")
     return tuple(outcomes)
 
 

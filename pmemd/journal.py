@@ -35,7 +35,7 @@ MESSAGE_IDS = {
 }
 
 # syslog priorities
-ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+ERR, WARNING, NOTICE, INFO, DEBUG = 3, 4, 5, 6, 7
 
 # journald's native socket on the machine pmemd runs on (not a path of the managed --root tree).
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -88,7 +88,7 @@ class Journal:
             except OSError:
                 sent = False  # journald not reachable: fall back to stderr below
         if not sent:
-            tag = {ERR: "error", WARNING: "warning", NOTICE: "notice"}.get(priority, "info")
+            tag = {ERR: "error", WARNING: "warning", NOTICE: "notice", DEBUG: "debug"}.get(priority, "info")
             ns = f" [{namespace}]" if namespace else ""
             res = f" ({result})" if result else ""
             print(f"pmemd {tag}: {kind}{ns}{res}: {message}", file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ from pmemd.facts import (
 )
 from pmemd.fsroot import Root
 from pmemd.runner import Runner
+from pmemd.timing import Phases
 
 
 def read_firmware_map(root: Root) -> tuple[MemRange, ...]:
@@ -180,41 +181,50 @@ def probe_signature(root: Root, runner: Runner, device: str) -> Signature:
 
 
 def observe(root: Root, runner: Runner | None, *, bootloader: str | None = None,
-            mount_paths: tuple[str, ...] = ()) -> HostFacts:
+            mount_paths: tuple[str, ...] = (), phases: Phases | None = None) -> HostFacts:
     """Everything the planner needs, read from the host (or a captured tree).
 
     ``mount_paths``: the mount points the config and the state file name; of all other mounts
-    only those of pmem devices are kept.
+    only those of pmem devices are kept. ``phases`` gets the time of each source, as
+    ``observe:<source>``.
     """
-    kmsg = read_kmsg(root)
-    regions = read_regions(root)
-    mounts = read_mounts(root, set(mount_paths))
+    ph = phases or Phases()
+    with ph.phase("observe:kernel-log"):
+        kmsg = read_kmsg(root)
+    with ph.phase("observe:nd-regions"):
+        regions = read_regions(root)
+    with ph.phase("observe:mounts"):
+        mounts = read_mounts(root, set(mount_paths))
     signatures = []
     if runner is not None:
         mounted = {m.source for m in mounts}
-        for region in regions:
-            if not region.is_emulated:
-                continue
-            for ns in region.namespaces:
-                dev = f"/dev/{ns.blockdev}" if ns.blockdev else None
-                if dev and dev not in mounted:
-                    signatures.append(probe_signature(root, runner, dev))
-    release = (root.read_attr("/proc/sys/kernel/osrelease")
-               or parse.kernel_release_from_log(root.read_text("/proc/version"))
-               or parse.kernel_release_from_log(kmsg))
-    return HostFacts(
-        cmdline=parse.parse_cmdline(root.read_text("/proc/cmdline") or ""),
-        firmware_map=read_firmware_map(root),
-        iomem_pmem=read_iomem_pmem(root),
-        regions=regions,
-        mounts=mounts,
-        mem_total=parse.parse_meminfo_total(root.read_text("/proc/meminfo")),
-        numa=read_numa(root),
-        kernel_log=parse.parse_kernel_log(kmsg),
-        boot=read_boot_config(root, bootloader),
-        kernel_release=release,
-        boot_id=root.read_attr("/proc/sys/kernel/random/boot_id"),
-        signatures=tuple(signatures),
-        paths=tuple(PathFact(p, root.exists(p), root.is_dir(p), tuple(root.symlinks_on_path(p)))
-                    for p in mount_paths),
-    )
+        with ph.phase("observe:signatures"):
+            for region in regions:
+                if not region.is_emulated:
+                    continue
+                for ns in region.namespaces:
+                    dev = f"/dev/{ns.blockdev}" if ns.blockdev else None
+                    if dev and dev not in mounted:
+                        signatures.append(probe_signature(root, runner, dev))
+    with ph.phase("observe:boot-config"):
+        boot = read_boot_config(root, bootloader)
+    with ph.phase("observe:proc-sys"):
+        release = (root.read_attr("/proc/sys/kernel/osrelease")
+                   or parse.kernel_release_from_log(root.read_text("/proc/version"))
+                   or parse.kernel_release_from_log(kmsg))
+        return HostFacts(
+            cmdline=parse.parse_cmdline(root.read_text("/proc/cmdline") or ""),
+            firmware_map=read_firmware_map(root),
+            iomem_pmem=read_iomem_pmem(root),
+            regions=regions,
+            mounts=mounts,
+            mem_total=parse.parse_meminfo_total(root.read_text("/proc/meminfo")),
+            numa=read_numa(root),
+            kernel_log=parse.parse_kernel_log(kmsg),
+            boot=boot,
+            kernel_release=release,
+            boot_id=root.read_attr("/proc/sys/kernel/random/boot_id"),
+            signatures=tuple(signatures),
+            paths=tuple(PathFact(p, root.exists(p), root.is_dir(p), tuple(root.symlinks_on_path(p)))
+                        for p in mount_paths),
+        )

@@ -35,6 +35,20 @@ class Result:
         return f"`{' '.join(self.argv)}` exited {self.returncode}" + (f": {detail}" if detail else "")
 
 
+@dataclass
+class Timings:
+    """The wall time of the commands a runner ran, start-up included; each call while ``calls``
+    is a list (the daemon records its first pass so)."""
+
+    seconds: float = 0.0
+    calls: list[tuple[tuple[str, ...], float]] | None = None
+
+    def add(self, argv: tuple[str, ...], seconds: float) -> None:
+        self.seconds += seconds
+        if self.calls is not None:
+            self.calls.append((argv, seconds))
+
+
 class Runner(Protocol):
     def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> Result: ...
 
@@ -55,23 +69,26 @@ class SubprocessRunner:
         self._path = path or os.environ.get("PATH") or _SAFE_PATH
         self._heartbeat = heartbeat
         self._beat = beat
-        self.child_seconds = 0.0  # wall time spent waiting for commands, all runs together
+        self.timings = Timings()
 
     def run(self, argv: Sequence[str], *, timeout: float = 60.0) -> Result:
         args = tuple(argv)
         if not args or not isinstance(args[0], str):
             raise ValueError("argv must be a non-empty list of strings")
+        started = time.monotonic()
+        try:
+            return self._start(args, timeout)
+        finally:
+            self.timings.add(args, time.monotonic() - started)
+
+    def _start(self, args: tuple[str, ...], timeout: float) -> Result:
         env = {"PATH": self._path + ":" + _SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, errors="replace", env=env)
         except FileNotFoundError:
             return Result(args, 127, "", f"{args[0]}: command not found")
-        started = time.monotonic()
-        try:
-            return self._wait(proc, args, timeout)
-        finally:
-            self.child_seconds += time.monotonic() - started
+        return self._wait(proc, args, timeout)
 
     def _wait(self, proc: subprocess.Popen[str], args: tuple[str, ...], timeout: float) -> Result:
         deadline = time.monotonic() + timeout

@@ -28,14 +28,18 @@ class Phases:
     def add(self, name: str, seconds: float) -> None:
         self.spans[name] = self.spans.get(name, 0.0) + seconds
 
+    def details(self) -> dict[str, float]:
+        """The parts of a phase (``observe:mounts`` ...): logged at debug level."""
+        return {name: secs for name, secs in self.spans.items() if ":" in name}
+
     def summary(self, *, total: float, children: float) -> str:
         """``first pass 2.1 s: start 0.4, settle 0.3, ..., actions 1.2 (children 1.1)``"""
-        parts = ", ".join(f"{name} {secs:.1f}" for name, secs in self.spans.items())
+        parts = ", ".join(f"{name} {secs:.1f}" for name, secs in self.spans.items() if ":" not in name)
         return f"first pass {total:.1f} s: {parts} (children {children:.1f})"
 
     def fields(self, *, total: float, children: float) -> dict[str, str]:
-        """The same as journal fields (PMEMD_SECONDS_<PHASE>), in milliseconds."""
-        out = {f"seconds_{name}": f"{secs:.3f}" for name, secs in self.spans.items()}
+        """The top-level phases as journal fields (PMEMD_SECONDS_<PHASE>), in seconds."""
+        out = {f"seconds_{name}": f"{secs:.3f}" for name, secs in self.spans.items() if ":" not in name}
         return {**out, "seconds_total": f"{total:.3f}", "seconds_children": f"{children:.3f}"}
 
 

@@ -122,6 +122,9 @@ def test_daemon_story(daemon) -> None:  # type: ignore[no-untyped-def]
     m = re.search(r"first pass (\d+\.\d) s: start (\d+\.\d), .*config .*observe .*plan .*\(children (\d+\.\d)\)", log)
     assert m, log
     assert float(m.group(1)) >= float(m.group(2)) > 0
+    # ... and each source of the observation at debug level
+    for source in ("kernel-log", "nd-regions", "mounts", "boot-config", "proc-sys"):
+        assert re.search(rf"pmemd debug: pass: first pass: observe:{source} \d+\.\d{{3}} s", log), log
 
     # An edit is picked up by the watcher: one pass writes the boot config.
     write_atomic(root / "etc/pmem.yaml", GOOD_ONE)

@@ -1,5 +1,5 @@
-"""Tier 3: SIGKILL of ``pmemd apply`` between (and during) its steps, and the atomic writes that
-make that safe.
+"""Tier 3: SIGKILL of ``pmemd apply`` and of the daemon between (and during) their steps, and the
+atomic writes that make that safe.
 
 The apply under test changes everything at once on a systemd-boot host tree: it adds ``nokaslr``
 (``settings.kaslr: disable``) to /etc/kernel/cmdline and the loader entry, flags the reboot,
@@ -12,11 +12,13 @@ killed with SIGKILL:
 * at racy points: the test polls the state file and the boot files and kills pmemd as soon as
   the N-th rewrite of one of them shows up.
 
-Then apply runs again, unkilled. Whatever the kill hit, the state file is valid JSON, each boot
-file is entirely old or entirely new, and the device ends up either formatted once by pmemd (UUID
-recorded, marked unfinished, before mkfs runs: a kill during or right after mkfs leaves a
-filesystem pmemd knows as its own unfinished one and makes again) or, if anything else is found,
-refused as foreign (bytes unchanged): pmemd never formats a device it cannot prove blank or its own.
+The daemon's first pass runs the same commands as apply (the wait for devices and the pass share
+one observation) and is killed at the same points. Then apply runs again, unkilled. Whatever the
+kill hit, the state file is valid JSON, each boot file is entirely old or entirely new, and the
+device ends up either formatted once by pmemd (UUID recorded, marked unfinished, before mkfs runs:
+a kill during or right after mkfs leaves a filesystem pmemd knows as its own unfinished one and
+makes again) or, if anything else is found, refused as foreign (bytes unchanged): pmemd never
+formats a device it cannot prove blank or its own.
 """
 
 from __future__ import annotations
@@ -82,10 +84,21 @@ def calls(bindir: Path) -> list[str]:
     return [ln.split(" ", 1)[0] for ln in log.read_text().splitlines()] if log.exists() else []
 
 
-def start_apply(t: rf.HostTree, bindir: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(rf.pmemd_argv(t.path, "apply", "--json"), cwd=rf.REPO, env=rf.pmemd_env(str(bindir)),
+def start_apply(t: rf.HostTree, bindir: Path, command: str = "apply") -> subprocess.Popen[str]:
+    args = ("apply", "--json") if command == "apply" else ("daemon",)
+    return subprocess.Popen(rf.pmemd_argv(t.path, *args), cwd=rf.REPO, env=rf.pmemd_env(str(bindir)),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def until_killed(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """The output of a pmemd the wrapper is to kill; a daemon it missed would run forever."""
+    try:
+        return proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"pmemd was not killed within 120 s:\n{out}{err}") from None
 
 
 def new_host(tmp: Path, fs: str = "ext4") -> Iterator[rf.HostTree]:
@@ -126,6 +139,30 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
 def test_reference_run_commands(reference: Reference) -> None:
     # observe probes the blank device, mkfs probes it again, formats, reads the UUID, mounts
     assert reference.calls == ["blkid", "wipefs", "blkid", "wipefs", "mkfs.ext4", "blkid", "mount"]
+
+
+def test_the_daemons_first_pass_runs_the_same_commands(tmp_path: Path, reference: Reference) -> None:
+    bindir = tmp_path / "bin"
+    make_wrappers(bindir)
+    for t in new_host(tmp_path):
+        log = tmp_path / "daemon.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(rf.pmemd_argv(t.path, "daemon"), cwd=rf.REPO, env=rf.pmemd_env(str(bindir)),
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                deadline = time.monotonic() + 120
+                while "first pass " not in log.read_text() and time.monotonic() < deadline:
+                    assert proc.poll() is None, log.read_text()
+                    time.sleep(0.1)
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+        ran = calls(bindir)
+        assert ran[:len(reference.calls)] == reference.calls, log.read_text()
+        assert ran[len(reference.calls):] == ["blkid", "wipefs"], ran  # the failed mount: a look for the status
+        assert t.read(t.boot_files[0]) == reference.boot_new[t.boot_files[0]]
+        rf.unmount_all_under(t.path)
 
 
 def _nth(ref: Reference, tool: str, occurrence: int) -> int:
@@ -247,19 +284,22 @@ def converge_and_check(t: rf.HostTree, ref: Reference, after: AfterKill, fs: str
         assert kinds in (["mount", "verify-dax"], []), kinds  # DAX cannot work on a loop device
 
 
+@pytest.mark.parametrize("command", ["apply", "daemon"])
 @pytest.mark.parametrize("point", WRAPPER_POINTS, ids=[f"{w}-{tool}{n}{'-' + d if d else ''}"
                                                       for w, tool, n, d in WRAPPER_POINTS])
-def test_sigkill_at_a_command(tmp_path: Path, reference: Reference, point: tuple[str, str, int, str]) -> None:
+def test_sigkill_at_a_command(tmp_path: Path, reference: Reference, point: tuple[str, str, int, str],
+                              command: str) -> None:
     when, tool, occurrence, delay = point
     bindir = tmp_path / "bin"
     make_wrappers(bindir)
     (bindir / "kill.plan").write_text(f"{when} {_nth(reference, tool, occurrence)} {delay}\n")
     for t in new_host(tmp_path):
-        proc = start_apply(t, bindir)
-        out, err = proc.communicate(timeout=120)
+        proc = start_apply(t, bindir, command)
+        out, err = until_killed(proc)
         assert proc.returncode == -signal.SIGKILL, f"pmemd was not killed: {proc.returncode}\n{out}{err}"
         after = check_after_kill(t, reference, killed=True)
-        print(f"SIGKILL {when} {tool} #{occurrence} {delay}: device {after.outcome}, temp files {after.tmp_litter}")
+        print(f"SIGKILL of {command} {when} {tool} #{occurrence} {delay}: device {after.outcome}, "
+              f"temp files {after.tmp_litter}")
         if (when, tool) in (("after", "mkfs.ext4"), ("after", "blkid")):
             assert after.outcome == "unfinished"  # the UUID was saved before mkfs, as unfinished
         if (when, tool) == ("before", "mount"):

@@ -168,6 +168,20 @@ def test_boot2_files_carry_statx_attr_dax(cycle: Cycle) -> None:
         assert m and int(m.group(1), 16) & STATX_ATTR_DAX, cycle.text(2, f"{ns}-dax")
 
 
+@pytest.mark.parametrize("boot", [2, 3, 4, 5])
+def test_each_boot_times_the_first_pass(cycle: Cycle, boot: int) -> None:
+    entries = cycle.journal(boot, "after-journal")
+    (line,) = [e for e in entries if "PMEMD_SECONDS_TOTAL" in e]  # one service start per boot
+    assert re.fullmatch(r"first pass \d+\.\d s: start \d+\.\d, .*settle .*observe .*actions .*"
+                        r"\(children \d+\.\d\)", line["MESSAGE"]), line
+    assert float(line["PMEMD_SECONDS_TOTAL"]) >= float(line["PMEMD_SECONDS_CHILDREN"]) > 0
+    commands = {e["PMEMD_COMMAND"] for e in entries if e.get("PRIORITY") == "7" and "PMEMD_COMMAND" in e}
+    assert {"udevadm", "mount"} <= commands, commands  # each command of the pass, at debug level
+    assert {"mkfs.ext4", "mkfs.xfs"} <= commands or boot == 4, commands  # boot 4: only fast is left
+    (mkfs,) = actions(entries, "mkfs", "fast")
+    assert float(mkfs["PMEMD_SECONDS"]) > 0  # each action with its duration
+
+
 def test_boot3_devices_came_back_blank_and_were_formatted_again(cycle: Cycle) -> None:
     for ns in ("fast", "bulk"):
         assert cycle.rc(3, f"{ns}-marker") != 0  # the file written in boot 2 is gone with the RAM
