@@ -25,6 +25,7 @@ from pmemd.config import Loaded
 from pmemd.engine import Target, apply, assess, load_config
 from pmemd.journal import DEBUG, ERR, INFO, NOTICE, Journal
 from pmemd.notify import Notifier, watchdog_interval
+from pmemd.observe import booted_regions_have_devices
 from pmemd.plan import Assessment
 from pmemd.report import summary_line
 from pmemd.runner import Runner, SubprocessRunner, Timings
@@ -140,33 +141,44 @@ class Daemon:
         """Early in boot the kernel and udev may still be probing the pmem regions. Wait (at
         most ``settle_max`` seconds) for the devices of the booted regions before the first
         pass, so that pass does not report a race as a failed region. False if a stop request
-        came in meanwhile. Whatever goes wrong here is left for the first pass to report."""
+        came in meanwhile. Whatever goes wrong here is left for the first pass to report.
+
+        pmemd runs as root and uses the kernel's device nodes, not udev's links or permissions,
+        so it waits for the devices only: first with sysfs reads, then with a whole look."""
         phases = self.phases or Phases()
         try:
-            if self.target.root.is_host:
-                with phases.phase("settle"):
-                    self.runner.run(["udevadm", "settle", "--timeout=10"], timeout=20)
             with phases.phase("config"):
                 loaded = self.load()
             until = time.monotonic() + self.settle_max
+            with phases.phase("devices"):
+                while not booted_regions_have_devices(self.target.root) and time.monotonic() < until:
+                    if self._stop_requested(0.1):
+                        return False
             while loaded is not None and time.monotonic() < until:
                 seen = assess(self.target, self.runner, loaded, phases=phases)
                 self.settled = seen
                 if not any(v.device_pending for v in seen.plan.namespaces):
                     break
                 with phases.phase("devices"):  # the time spent waiting, not looking
-                    try:
-                        ev = self.events.get(timeout=0.5)
-                    except queue.Empty:
-                        continue
-                    if ev.kind is EventKind.STOP:
+                    if self._stop_requested(0.5):
                         return False
-                    self.events.put(ev)  # a config change or reload: the first pass sees it anyway
-                    time.sleep(0.5)
         except Exception as exc:  # a damaged state file, an unreadable /sys: the pass says so
             self.journal.event("pass", f"waiting for devices before the first pass failed: {exc}",
                                priority=ERR, result="error")
         return True
+
+    def _stop_requested(self, wait: float) -> bool:
+        """Wait ``wait`` seconds for an event; True if it is a stop request (any other event is
+        put back: the first pass sees it anyway)."""
+        try:
+            ev = self.events.get(timeout=wait)
+        except queue.Empty:
+            return False
+        if ev.kind is EventKind.STOP:
+            return True
+        self.events.put(ev)
+        time.sleep(wait)
+        return False
 
     # --- the loop --------------------------------------------------------------------------
 

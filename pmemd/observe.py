@@ -161,6 +161,22 @@ def read_kmsg(root: Root) -> str | None:
     return root.read_kernel_log("/dev/kmsg")
 
 
+def booted_regions_have_devices(root: Root) -> bool:
+    """False while a ``memmap=nn!ss`` range of the running command line waits for its device:
+    no e820 nd region exists yet, or its region has no block or character device yet (the cases
+    the diagnosis calls pending). A few sysfs reads and no command, so the daemon can poll it at
+    start while the drivers probe (udev loads nd_pmem during coldplug)."""
+    pram = parse.parse_cmdline(root.read_text("/proc/cmdline") or "").pram
+    regions = [r for r in read_regions(root) if r.is_emulated]
+    if not regions:
+        return not pram
+    for e in pram:
+        region = next((r for r in regions if r.start == e.start and r.size == e.size), None)
+        if region is not None and not any(ns.blockdev or ns.chardev for ns in region.namespaces):
+            return False
+    return True
+
+
 def probe_signature(root: Root, runner: Runner, device: str) -> Signature:
     """Run both detectors on a block device; anything unusual counts as "not blank"."""
     path = str(root.join(device))

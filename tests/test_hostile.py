@@ -41,7 +41,9 @@ def tree(tmp_path: Path) -> Path:
     return t
 
 
-def run(tree: Path, *argv: str, budget: float = 1.0) -> tuple[int, str, str]:
+def run(tree: Path, *argv: str, budget: float = 5.0) -> tuple[int, str, str]:
+    """Run the CLI in-process; ``budget`` catches a hang or superlinear work (the inputs here took
+    8 to 30 s before pmemd bounded them, well under 1 s since), with room for a loaded machine."""
     out, err = io.StringIO(), io.StringIO()
     start = time.monotonic()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -110,7 +112,7 @@ def test_many_auto_namespaces_are_placed_quickly(tree: Path) -> None:
     """The most the config allows, all auto-placed, is quick (placement is per namespace)."""
     ns = "".join(f"  n{i}: {{size: 128M}}\n" for i in range(MAX_NAMESPACES))
     write_main(tree, f"version: 1\nsettings: {{min_free_ram: 128M}}\nnamespaces:\n{ns}")
-    rc, _, err = run(tree, "validate", budget=2.0)
+    rc, _, err = run(tree, "validate")
     assert rc in (0, 1) and "Traceback" not in err
 
 

@@ -938,3 +938,26 @@ def test_every_action_type_has_exactly_one_handler_and_a_distinct_kind() -> None
     types = get_args(Action)
     assert set(types) == set(_HANDLERS)
     assert sorted(t.kind.value for t in types) == sorted(k.value for k in Kind)
+
+
+def test_the_start_wait_sees_a_booted_region_without_its_device(tmp_path: Path) -> None:
+    """The daemon polls this at start instead of observing everything: it must agree with the
+    diagnosis on what counts as pending (no e820 region at all, or a region without a device)."""
+    import shutil
+
+    from pmemd.observe import booted_regions_have_devices
+
+    t = captured("debian13-qemu-memmap", tmp_path)  # memmap=1G!5G memmap=512M!6G, both up
+    root = Root(t.path)
+    assert booted_regions_have_devices(root)
+    block = t.path / "sys/bus/nd/devices/region0/namespace0.0/block"
+    shutil.move(block, tmp_path / "block")  # the driver has not bound yet
+    assert not booted_regions_have_devices(root)
+    shutil.move(tmp_path / "block", block)
+    shutil.rmtree(t.path / "sys/bus/nd/devices")  # nd_e820 not loaded yet
+    (t.path / "sys/bus/nd/devices").mkdir()
+    assert not booted_regions_have_devices(root)
+    # no memmap= booted: nothing to wait for; a region whose probe failed (61M is not 2 MiB
+    # aligned) looks like one not probed yet, as in the diagnosis: waited for, at most settle_max
+    assert booted_regions_have_devices(Root(captured("debian13-qemu-plain", tmp_path).path))
+    assert not booted_regions_have_devices(Root(captured("debian13-qemu-misaligned", tmp_path).path))

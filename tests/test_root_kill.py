@@ -209,7 +209,9 @@ def kill_on_rewrite(proc: subprocess.Popen[str], path: Path, nth: int, timeout: 
         if now != last:
             last, seen = now, seen + 1
             if seen == nth:
-                os.kill(proc.pid, signal.SIGKILL)
+                # pmemd and the command it runs, as systemd kills the service's control group: a
+                # mkfs left running would write its superblock after the checks below
+                os.killpg(proc.pid, signal.SIGKILL)
                 return True
     return False
 

@@ -67,8 +67,11 @@ def test_boot_to_ready(tmp_path_factory: pytest.TempPathFactory) -> None:
             children.append(phases["children"])
             own.append(total - phases["children"])
             detail = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k not in ("total", "children"))
+            warm = (f"after boot: python3 -c pass {cycle.text(boot, 'floor.secs').strip()} s, "
+                    f"import pmemd.daemon {cycle.text(boot, 'importtime.secs').strip()} s")
             lines.append(f"  {count} ns, boot {boot}: start->READY {total:.2f}, children {phases['children']:.2f}, "
-                         f"pmemd's own {own[-1]:.2f} ({own[-1] / phases['children']:.1f}x children); {detail}")
+                         f"pmemd's own {own[-1]:.2f} ({own[-1] / phases['children']:.1f}x children); {detail}; "
+                         f"{warm}")
         ratio = statistics.median(o / c for o, c in zip(own, children, strict=True))
         lines.append(f"  {count} ns: start->READY {spread(ready)}; children {spread(children)}; "
                      f"own {spread(own)}; own/children median {ratio:.2f}")

@@ -19,6 +19,11 @@ measure() {  # $1: the number of namespaces
     wait_status "in sync: $1/$1 namespaces mounted with DAX" 300 synced
     ev timestamps systemctl show pmemd -p ExecMainStartTimestampMonotonic \
         -p ActiveEnterTimestampMonotonic -p ExecMainPID
+    ev blame systemd-analyze blame --no-pager
+    ev critical-chain systemd-analyze critical-chain pmemd.service --no-pager
+    # the same start-up once the boot is over: the interpreter alone, and pmemd's imports
+    ev floor python3 -c pass
+    ev importtime python3 -X importtime -c 'import pmemd.daemon'
     journal bench
     ev cmdline cat /proc/cmdline
 }
@@ -38,6 +43,9 @@ case $n in
 4)
     measure 2
     write_config flag "$(eight)"
+    sleep 5
+    ev state cat /var/lib/pmemd/state.json
+    ev plan8 pmemd plan
     wait_status 'reboot pending*' 120 pending
     echo reboot >"$HARNESS_NEXT"
     ;;
