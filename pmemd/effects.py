@@ -11,8 +11,6 @@ skips: nothing was changed.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,9 @@ DAX_PROBE = ".pmemd-dax-probe"
 
 def statx_dax(path: str) -> bool | None:
     """STATX_ATTR_DAX of a file via glibc's statx(); None when statx cannot tell."""
+    import ctypes  # here, not at the top: ctypes.util loads subprocess and shutil, and only this needs it
+    import ctypes.util
+
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     if not hasattr(libc, "statx"):
         return None

@@ -7,11 +7,13 @@ captured output. Tests substitute a recording runner that answers only the comma
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # subprocess is imported by the first command run: `pmemd plan` often runs none
+    import subprocess
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class SubprocessRunner:
 
     def _start(self, args: tuple[str, ...], timeout: float) -> Result:
         env = {"PATH": self._path + ":" + _SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
+        import subprocess
+
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, errors="replace", env=env)
@@ -91,6 +95,8 @@ class SubprocessRunner:
         return self._wait(proc, args, timeout)
 
     def _wait(self, proc: subprocess.Popen[str], args: tuple[str, ...], timeout: float) -> Result:
+        import subprocess
+
         deadline = time.monotonic() + timeout
         with proc:
             while True:

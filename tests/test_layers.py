@@ -1,7 +1,9 @@
 """pmemd's layering rules (README, "How it works"), checked on the code itself.
 
 1. Functional core, imperative shell: the core modules import nothing that touches the OS.
-2. The CLI's start-up does not pay for the daemon's dependencies (watchdog, systemd).
+2. The CLI's start-up does not pay for the daemon's dependencies (watchdog, systemd), nor for
+   what only a change needs (the executor, the effects, the journal), nor for pydantic's plugin
+   discovery (importlib.metadata), which pmemd switches off.
 """
 
 from __future__ import annotations
@@ -91,14 +93,18 @@ def test_cli_help_does_not_import_watchdog_or_systemd() -> None:
     assert not {m for m in mods if m in ("pmemd.daemon", "pmemd.watch", "pmemd.execute")}
 
 
+CLI_NEVER_LOADS = {"pmemd.daemon", "pmemd.watch", "pmemd.execute", "pmemd.execute_boot", "pmemd.effects",
+                   "pmemd.journal", "importlib.metadata"}
+
+
 @pytest.mark.parametrize("argv", [["plan"], ["plan", "--json"], ["status"], ["validate"], ["config"], ["schema"]])
-def test_cli_run_does_not_import_watchdog_or_systemd(tmp_path: Path, argv: list[str]) -> None:
+def test_cli_run_loads_no_daemon_executor_or_plugin_discovery(tmp_path: Path, argv: list[str]) -> None:
     t = copy_fixture("debian13-qemu-plain", tmp_path / "host")
     t.config((REPO / "examples/pmem.yaml").read_text())
     code = ("import sys, json\nfrom pmemd.cli import main\n"
             f"rc = main(['--root', {str(t.path)!r}, *{argv!r}])\n"
             "mods = sorted(m for m in sys.modules if m.split('.')[0] in ('watchdog', 'systemd')"
-            " or m in ('pmemd.daemon', 'pmemd.watch', 'pmemd.execute'))\n"
+            f" or m in {sorted(CLI_NEVER_LOADS)!r})\n"
             "print('MODULES=' + json.dumps(mods)); print('RC=' + str(rc))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=60, check=False)

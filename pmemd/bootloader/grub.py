@@ -12,12 +12,15 @@ update-grub on every kernel install.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from pmemd.bootloader import check, grubenv
 from pmemd.bootloader.syntax import parse_default_grub, parse_grub_cfg
-from pmemd.effects import HostEffects
 from pmemd.facts import BootConfig, Layout
 from pmemd.fsroot import Root
+
+if TYPE_CHECKING:  # the effects (and ctypes) load only when a boot config is written
+    from pmemd.effects import HostEffects
 
 DROPIN = "/etc/default/grub.d/99-pmemd.cfg"
 GRUB_CFG = "/boot/grub/grub.cfg"

@@ -18,13 +18,16 @@ asking for grubby.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from pmemd.bootloader import BootLoaderError, check, kernel_cmdline_note
 from pmemd.bootloader.grubby import read_rhel_entries
 from pmemd.bootloader.syntax import parse_default_grub, parse_grub_cfg
-from pmemd.effects import HostEffects
 from pmemd.facts import BootConfig, Layout
 from pmemd.fsroot import Root
+
+if TYPE_CHECKING:  # the effects (and ctypes) load only when a boot config is written
+    from pmemd.effects import HostEffects
 
 DEFAULT_GRUB = "/etc/default/grub"
 _ASSIGN = re.compile(r"^(?P<head>GRUB_CMDLINE_LINUX=)(?P<q>[\"'])(?P<value>[^\"'$`\\\\]*)(?P=q)(?P<tail>.*)$")

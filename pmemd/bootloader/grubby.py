@@ -11,11 +11,15 @@ measured by running the real script (see tests/helpers.py, FakeGrubby, which fol
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pmemd.bootloader import BootLoaderError, bls_files, check, grubenv, kernel_cmdline_note
 from pmemd.bootloader.syntax import parse_bls_entries, parse_grub_cfg
-from pmemd.effects import HostEffects
 from pmemd.facts import BootConfig, BootEntry, Layout
 from pmemd.fsroot import Root
+
+if TYPE_CHECKING:  # the effects (and ctypes) load only when a boot config is written
+    from pmemd.effects import HostEffects
 
 SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
 

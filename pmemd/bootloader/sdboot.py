@@ -7,6 +7,8 @@ own tokens. Unified kernel images embed their command line and are not supported
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pmemd.bootloader import BootLoaderError, bls_files, kernel_cmdline_note
 from pmemd.bootloader.syntax import (
     parse_bls_entries,
@@ -14,9 +16,11 @@ from pmemd.bootloader.syntax import (
     parse_kernel_cmdline_file,
     render_kernel_cmdline_file,
 )
-from pmemd.effects import HostEffects
 from pmemd.facts import BootConfig, Layout
 from pmemd.fsroot import Root
+
+if TYPE_CHECKING:  # the effects (and ctypes) load only when a boot config is written
+    from pmemd.effects import HostEffects
 
 ESPS = ("/efi", "/boot", "/boot/efi")  # where systemd-boot's loader.conf may live, in this order
 KERNEL_CMDLINE = "/etc/kernel/cmdline"
