@@ -10,9 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pmemd.facts import HostFacts, NdRegion
 from pmemd.validate import Placement
+
+if TYPE_CHECKING:
+    from pmemd.state import Owned
 
 DEVICE_PENDING = "(not probed yet, or the probe failed)"
 
@@ -126,3 +130,18 @@ def diagnose(facts: HostFacts, p: Placement) -> tuple[Running, tuple[str, ...]]:
     region = region_for(facts, p)
     notes = [*_iomem_notes(facts, p), *_region_notes(facts, p, region), *problems_of(facts, p, region)]
     return (Running.FAILED, tuple(notes)) if notes else (Running.PRESENT, ())
+
+
+def new_verdicts(views: tuple[NamespaceView, ...], owned: Owned, boot_id: str | None
+                 ) -> tuple[tuple[NamespaceView, str], ...]:
+    """The regions whose verdict for this boot (``applied`` or ``failed: <diagnosis>``) is not
+    recorded yet: recorded and journalled once per boot."""
+    out = []
+    for v in views:
+        prev = owned.namespaces.get(v.name)
+        if prev is None or v.running.before_reboot:
+            continue
+        verdict = "failed: " + "; ".join(v.diagnosis) if v.running is Running.FAILED else "applied"
+        if prev.verified != verdict or prev.verified_boot_id != boot_id:
+            out.append((v, verdict))
+    return tuple(out)

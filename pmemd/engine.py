@@ -14,6 +14,7 @@ from pmemd import observe as obs
 from pmemd import state
 from pmemd.actions import Reboot
 from pmemd.config import Loaded, build
+from pmemd.diagnose import new_verdicts
 from pmemd.fsroot import Root
 from pmemd.plan import Assessment, Plan, plan, reset_plan
 from pmemd.runner import Runner
@@ -93,13 +94,16 @@ class PassResult:
 
 def apply_pass(target: Target, runner: Runner, journal: Journal, *, dry_run: bool,
                assessment: Assessment | None = None, phases: Phases | None = None) -> PassResult:
+    phases = phases or Phases()
+    a = assessment or assess(target, runner, phases=phases)
+    if not a.plan.actions and not a.plan.issues and not new_verdicts(a.plan.namespaces, a.owned, a.facts.boot_id):
+        return PassResult(a.plan, (), (), a)  # in sync, nothing to record: the executor is not loaded
+
     from pmemd.effects import DryRunEffects, HostEffects
     from pmemd.execute import record_verification, run_plan
     from pmemd.execute_boot import Book
     from pmemd.journal import ERR, WARNING
 
-    phases = phases or Phases()
-    a = assessment or assess(target, runner, phases=phases)
     fx = (DryRunEffects if dry_run else HostEffects)(target.root, runner, journal)
     book = Book(a.owned, fx)
     for issue in a.plan.issues:

@@ -28,7 +28,7 @@ from pmemd.actions import (
     Unmount,
     VerifyDax,
 )
-from pmemd.diagnose import NamespaceView, Running
+from pmemd.diagnose import NamespaceView, Running, new_verdicts
 from pmemd.effects import HostEffects
 from pmemd.execute_boot import ActionFailed, Book, clear_reboot, reboot, set_kernel_args
 from pmemd.facts import MountEntry
@@ -239,15 +239,10 @@ def record_verification(views: tuple[NamespaceView, ...], boot_id: str | None, *
                         book: Book) -> None:
     """Once per boot, record and journal whether each region came up as declared."""
     owned = book.owned
-    for v in views:
-        prev = owned.namespaces.get(v.name)
-        if prev is None or v.running.before_reboot:
-            continue
-        failed = v.running is Running.FAILED
-        verdict = "failed: " + "; ".join(v.diagnosis) if failed else "applied"
-        if prev.verified == verdict and prev.verified_boot_id == boot_id:
-            continue
+    for v, verdict in new_verdicts(views, owned, boot_id):
+        prev = owned.namespaces[v.name]
         owned = owned.with_namespace(v.name, replace(prev, verified=verdict, verified_boot_id=boot_id))
+        failed = v.running is Running.FAILED
         fx.event("verify-region", f"{v.name}: {v.token} {verdict}", priority=ERR if failed else INFO,
                  namespace=v.name, device=v.device, result="failed" if failed else "ok")
     if owned is not book.owned:

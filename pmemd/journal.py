@@ -62,13 +62,16 @@ class Journal:
     sender: Callable[..., Any] | None = None
     use_journal: bool = True
     log_failed: bool = False  # the action log could not be written (said once)
+    find_sender: bool = False  # look for journald with the first entry (a run in sync logs none)
 
     @classmethod
     def default(cls, root: Root | None) -> Journal:
-        return cls(root=root, sender=_journal_sender())
+        return cls(root=root, find_sender=True)
 
     def event(self, kind: str, message: str, *, priority: int = INFO, namespace: str | None = None,
               device: str | None = None, result: str | None = None, **fields: str) -> None:
+        if self.find_sender:
+            self.sender, self.find_sender = _journal_sender(), False
         extra = {f"PMEMD_{k.upper()}": str(v) for k, v in fields.items() if v is not None}
         sent = False
         if self.sender is not None and self.use_journal:
