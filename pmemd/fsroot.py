@@ -347,7 +347,7 @@ def _read_capped(fd: int, path: str, limit: int) -> bytes:
     got = 0
     try:
         while got <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+            chunk = os.read(fd, min(1 << 16, limit + 1 - got))  # sysfs and procfs files are small
             if not chunk:
                 break
             chunks.append(chunk)
