@@ -131,7 +131,7 @@ write_config() {
 install_package() {
     local deb
     deb=$(readlink -f "$HARNESS_FILES"/pmemd_*.deb)
-    ev install apt-get install -y --no-download "$deb"
+    ev install apt-get install -y "$deb"
     ev is-enabled systemctl is-enabled pmemd
     ev is-active systemctl is-active pmemd
     wait_status 'in sync*' 60 empty
