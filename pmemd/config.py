@@ -7,13 +7,12 @@ Maps merge, everything else (scalars, lists) is replaced by the later file. Erro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
-from pmemd.model import Config, token
+from pmemd.model import NAME_RE, Config, ValidationError, token
 from pmemd.units import parse_size
 from pmemd.yamldoc import MAX_REPORTED, ConfigErrors, ConfigIssue, Doc, Loc, load_yaml
 
@@ -243,22 +242,26 @@ def _issue(err: Any, merged: Merged, fallback: Loc | None = None) -> ConfigIssue
         loc = next(iter(merged.key_locs.values()))
     if loc is None:
         loc = fallback  # a file with no keys at all (only comments): still name it
-    return ConfigIssue(loc, ".".join(path), _error_message(err, path))
+    return ConfigIssue(loc, ".".join(path), _error_message(err, path, merged))
 
 
 def _error_path(err: Any, merged: Merged) -> tuple[str, ...]:
     """The key path of a pydantic error, as far as the merged data has it."""
     path: tuple[str, ...] = ()
     node: Any = merged.data
-    for part in err["loc"]:
-        key = str(part)
+    loc = tuple(str(part) for part in err["loc"])
+    if loc[-1:] == ("__key__",) and isinstance(node := _node_at(merged.data, loc[:-1]), dict):
+        # a bad mapping key: pydantic names no key, the first one that fails the check is it
+        loc = (*loc[:-1], next((k for k in map(str, node) if not re.fullmatch(NAME_RE, k)), "__key__"))
+        node = merged.data
+    for key in loc:
         if isinstance(node, dict) and key in node:
             node = node[key]
             path = (*path, key)
         elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
             path = (*path, key)
-        elif err["type"] in ("extra_forbidden", "missing") and isinstance(node, dict):
+        elif err["type"] in ("value_error.extra", "value_error.missing") and isinstance(node, dict):
             path = (*path, key)
             break
         else:
@@ -266,20 +269,41 @@ def _error_path(err: Any, merged: Merged) -> tuple[str, ...]:
     return path
 
 
-def _error_message(err: Any, path: tuple[str, ...]) -> str:
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+def _node_at(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if isinstance(data, dict) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and key.isdigit() and int(key) < len(data):
+            data = data[int(key)]
+        else:
+            return None
+    return data
+
+
+# pmemd's wording of pydantic's type errors (the ones this model can raise)
+_TYPE_MESSAGES = {
+    "type_error.str": "expected a string",
+    "type_error.dict": "expected a mapping (key: value pairs)",
+    "type_error.tuple": "expected a list",
+    "type_error.none.not_allowed": "must have a value (it is empty)",
+}
+
+
+def _error_message(err: Any, path: tuple[str, ...], merged: Merged) -> str:
+    msg = str(err["msg"])
+    kind = err["type"]
+    if kind == "value_error.extra":
         allowed = _allowed_keys(path[:-1])
         msg = f"unknown key {token(path[-1])}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
-    elif err["type"] == "missing":
+    elif kind == "value_error.missing":
         msg = f"required key {token(path[-1])} is missing"
-    elif err["type"] == "literal_error" and path == ("version",):
+    elif kind == "value_error.const" and path == ("version",):
         msg = "version must be 1 (the only config format so far)"
-    elif err["type"] == "enum":
-        msg = f"{token(err.get('input'))} is not allowed; {err['msg'].lower()}"
-    elif err["type"] == "string_pattern_mismatch" and len(path) == 2 and path[0] == "namespaces":
-        msg = ("namespace names are 1-32 characters of lower-case letters, digits, '-' and '_', "
-               "starting with a letter or digit")
+    elif kind == "type_error.enum":
+        choices = ", ".join(token(getattr(v, "value", v)) for v in err.get("ctx", {}).get("enum_values", ()))
+        msg = f"{token(_node_at(merged.data, path))} is not allowed; allowed: {choices}"
+    elif kind in _TYPE_MESSAGES:
+        msg = f"{_TYPE_MESSAGES[kind]}, not {token(_node_at(merged.data, path))}"
     return msg
 
 
@@ -287,14 +311,14 @@ def _allowed_keys(path: tuple[str, ...]) -> list[str]:
     from pmemd.model import Filesystem, Mount, Namespace, Settings
 
     if not path:
-        return list(Config.model_fields)
+        return Config.field_names()
     if path == ("settings",):
-        return list(Settings.model_fields)
+        return Settings.field_names()
     if len(path) == 2 and path[0] == "namespaces":
-        return list(Namespace.model_fields)
+        return Namespace.field_names()
     if len(path) == 3 and path[0] == "namespaces":
         if path[2] == "filesystem":
-            return list(Filesystem.model_fields)
+            return Filesystem.field_names()
         if path[2] == "mount":
-            return list(Mount.model_fields)
+            return Mount.field_names()
     return []

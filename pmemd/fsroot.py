@@ -278,13 +278,20 @@ class Root:
             self._write_file(target.with_name(target.name + "~pmemd"), old, mode)
         self._write_file(target, data.encode("utf-8", errors="surrogateescape"), mode)
 
-    def append_line(self, path: str, line: str, *, mode: int = 0o644) -> None:
-        """Append one line with O_APPEND and fsync (for append-only logs)."""
+    def append_line(self, path: str, line: str, *, mode: int = 0o644, rotate_at: int | None = None) -> None:
+        """Append one line with O_APPEND and fsync (for append-only logs). With `rotate_at`, a
+        file that would grow beyond that many bytes is first renamed to ``<path>.1`` (replacing
+        the previous one), so the log holds between ``rotate_at`` and twice that."""
         target = self.join(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        data = (line.rstrip("\n") + "\n").encode()
+        if rotate_at is not None:
+            with contextlib.suppress(FileNotFoundError):
+                if target.stat().st_size + len(data) > rotate_at:
+                    os.replace(target, target.with_name(target.name + ".1"))
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
         try:
-            os.write(fd, (line.rstrip("\n") + "\n").encode())
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

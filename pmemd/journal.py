@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pmemd.fsroot import Root
-from pmemd.state import ACTION_LOG
+from pmemd.state import ACTION_LOG, ACTION_LOG_MAX
 
 MESSAGE_IDS = {
     "set-kernel-args": "17a5249fd1e450fe87b19bf94110bde6",
@@ -99,7 +99,7 @@ class Journal:
             entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": kind, "namespace": namespace,
                      "device": device, "result": result, "message": message}
             try:
-                self.root.append_line(ACTION_LOG, json.dumps(entry, sort_keys=True))
+                self.root.append_line(ACTION_LOG, json.dumps(entry, sort_keys=True), rotate_at=ACTION_LOG_MAX)
             except OSError as exc:  # a full or read-only /var: the journal above has the entry
                 if not self.log_failed:
                     print(f"pmemd: cannot append to {ACTION_LOG} ({exc.strerror}); the journal keeps "

@@ -1,27 +1,37 @@
-"""The config file's data model (``/etc/pmem.yaml`` plus drop-ins), as pydantic v2 models.
+"""The config file's data model (``/etc/pmem.yaml`` plus drop-ins), as pydantic models.
 
 No I/O here. Field descriptions feed ``pmemd schema`` and editor completion.
+
+The models use pydantic's v1 API, the one API that every pydantic from 1.10 to 2.x provides
+(pydantic 2 ships it as ``pydantic.v1``): the same code, and so the same validation, error
+messages and JSON Schema, on Debian 12 and Ubuntu 22.04/24.04 (python3-pydantic 1.10) and on
+Debian 13 (2.10). This import is the only place that knows which pydantic is installed.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable, Iterator
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+try:
+    from pydantic.v1 import BaseModel, Extra, Field, StrictStr, ValidationError, root_validator, validator
+except ImportError:  # pydantic 1.x (before 1.10.17 it has no pydantic.v1 alias)
+    from pydantic import (  # type: ignore[assignment,no-redef]
+        BaseModel,
+        Extra,
+        Field,
+        StrictStr,
+        ValidationError,
+        root_validator,
+        validator,
+    )
 
 from pmemd.units import GIB, MAX_BYTES, MAX_DURATION, TIMESPAN_PATTERN, SizeError, parse_size, parse_timespan, token
 
-__all__ = ["token"]  # re-exported for config: one way to quote a value in a message
+__all__ = ["ValidationError", "token"]  # for config: the error type, one way to quote a value
 
 
 def _size(value: object) -> int:
@@ -43,26 +53,83 @@ _SIZE_SCHEMA: dict[str, Any] = {
     "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_BYTES},
               {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,19}|0[xX][0-9a-fA-F]{1,16})[KMGT]?$"}],
 }
-Size = Annotated[int, BeforeValidator(_size), WithJsonSchema(_SIZE_SCHEMA)]
 _ALIGN = 128 << 20  # validate.ALIGN; repeated here only for the schema
-# A namespace size: the integer form can carry the 128 MiB rule, the string form only the shape.
-NsSize = Annotated[int, BeforeValidator(_size), WithJsonSchema({"anyOf": [
-    {"type": "integer", "minimum": _ALIGN, "maximum": MAX_BYTES, "multipleOf": _ALIGN},
-    _SIZE_SCHEMA["anyOf"][1]]})]
-Offset = Annotated[
-    int | Literal["auto"],
-    BeforeValidator(_offset),
-    WithJsonSchema({"anyOf": [
+
+
+def _checked(name: str, check: Callable[[Any], Any], schema: dict[str, Any]) -> type:
+    """A field type that `check` converts (it raises ValueError with pmemd's message) and whose
+    JSON Schema is `schema` (plus the field's own title, description and default)."""
+
+    def validators(cls: type) -> Iterator[Callable[[Any], Any]]:
+        yield check
+
+    def modify_schema(cls: type, field_schema: dict[str, Any]) -> None:
+        field_schema.update(json.loads(json.dumps(schema)))
+
+    return type(name, (), {"__get_validators__": classmethod(validators),
+                           "__modify_schema__": classmethod(modify_schema)})
+
+
+if TYPE_CHECKING:  # what the values are, for the type checker
+    Size = int
+    NsSize = int
+    Offset = int | Literal["auto"]
+    Duration = int
+    NsName = str
+else:
+    Size = _checked("Size", _size, _SIZE_SCHEMA)
+    # A namespace size: the integer form can carry the 128 MiB rule, the string form only the shape.
+    NsSize = _checked("NsSize", _size, {"anyOf": [
+        {"type": "integer", "minimum": _ALIGN, "maximum": MAX_BYTES, "multipleOf": _ALIGN},
+        _SIZE_SCHEMA["anyOf"][1]]})
+    Offset = _checked("Offset", _offset, {"anyOf": [
         {"type": "integer", "minimum": 4 << 30, "maximum": MAX_BYTES, "multipleOf": _ALIGN},
-        _SIZE_SCHEMA["anyOf"][1], {"const": "auto"}]}),
-]
+        _SIZE_SCHEMA["anyOf"][1], {"const": "auto"}]})
+
+M = TypeVar("M", bound="_Strict")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # Unknown keys are errors, values are immutable. The methods are the names the rest of pmemd
+    # uses, the same whichever pydantic is installed. (No docstring: pydantic would put it into
+    # every model's JSON Schema.)
+
+    class Config:
+        extra = Extra.forbid
+        frozen = True
+
+        @staticmethod
+        def schema_extra(schema: dict[str, Any], model: type[BaseModel]) -> None:
+            # A field's Field(x_schema={...}) replaces the schema pydantic derives from its type
+            # (its title and description stay).
+            for prop in schema.get("properties", {}).values():
+                override = prop.pop("x_schema", None)
+                if override is not None:
+                    for key in ("allOf", "$ref", "type", "enum", "additionalProperties"):
+                        prop.pop(key, None)
+                    prop.update(override)
+
+    @classmethod
+    def model_validate(cls: type[M], data: Any) -> M:
+        return cls.parse_obj(data)
+
+    def model_dump(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        if mode == "json":
+            data: dict[str, Any] = json.loads(self.json())
+            return data
+        return self.dict()
+
+    def model_copy(self: M, *, update: dict[str, Any]) -> M:
+        return self.copy(update=update)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return list(cls.__fields__)
 
 
 class RebootPolicy(StrEnum):
+    """What pmemd does when kernel arguments changed."""
+
     NEVER = "never"
     FLAG = "flag"
     SCHEDULE = "schedule"
@@ -70,6 +137,8 @@ class RebootPolicy(StrEnum):
 
 
 class BootloaderChoice(StrEnum):
+    """The boot-loader backend."""
+
     AUTO = "auto"
     GRUB = "grub"
     GRUBBY = "grubby"
@@ -78,23 +147,31 @@ class BootloaderChoice(StrEnum):
 
 
 class KaslrPolicy(StrEnum):
+    """Whether pmemd adds nokaslr."""
+
     AUTO = "auto"
     KEEP = "keep"
     DISABLE = "disable"
 
 
 class Mode(StrEnum):
+    """The namespace mode."""
+
     FSDAX = "fsdax"
     DEVDAX = "devdax"
     RAW = "raw"
 
 
 class FsType(StrEnum):
+    """The filesystem type."""
+
     EXT4 = "ext4"
     XFS = "xfs"
 
 
 class OnForeignData(StrEnum):
+    """What pmemd does with a device holding data it did not write."""
+
     REFUSE = "refuse"
     WIPE = "wipe"
 
@@ -121,9 +198,10 @@ def _duration(value: object) -> int:
     return whole if whole == seconds else whole + 1
 
 
-Duration = Annotated[int, BeforeValidator(_duration), WithJsonSchema({
-    "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
-              {"type": "string", "pattern": TIMESPAN_PATTERN}]})]
+if not TYPE_CHECKING:
+    Duration = _checked("Duration", _duration, {
+        "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
+                  {"type": "string", "pattern": TIMESPAN_PATTERN}]})
 
 # A calendar expression is checked for shape here and by systemd itself (systemd-analyze
 # calendar) before pmemd schedules anything with it.
@@ -132,37 +210,37 @@ _CALENDAR = re.compile(r"[A-Za-z0-9 :*.,/~+-]{1,64}")
 
 class Settings(_Strict):
     reboot: RebootPolicy = Field(
-        RebootPolicy.FLAG,
+        default=RebootPolicy.FLAG,
         description="What to do when kernel arguments changed: never (only record it), flag "
         "(default: record it and touch /run/reboot-required), schedule (reboot in "
         "reboot_window), now (reboot right after writing the boot config).",
     )
-    reboot_window: str = Field(
-        "Sun 03:00",
+    reboot_window: StrictStr = Field(
+        default="Sun 03:00",
         description="systemd calendar expression (see systemd.time(7)) used by reboot: schedule.",
-        json_schema_extra={"pattern": f"^{_CALENDAR.pattern}$"},
+        x_schema={"type": "string", "pattern": f"^{_CALENDAR.pattern}$"},
     )
     bootloader: BootloaderChoice = Field(
-        BootloaderChoice.AUTO,
+        default=BootloaderChoice.AUTO,
         description="Boot-loader backend; auto detects it from the files on the host.",
     )
     min_free_ram: Size = Field(
-        4 * GIB,
+        default=4 * GIB,
         description="RAM that must stay with the OS after all reservations, counting the 1/64 "
         "struct-page cost of each region.",
     )
     kaslr: KaslrPolicy = Field(
-        KaslrPolicy.AUTO,
+        default=KaslrPolicy.AUTO,
         description="auto: add nokaslr on hosts with <= 16 GiB RAM (pmem.io advice); keep: never "
         "add it; disable: always add nokaslr.",
     )
     resync_interval: Duration = Field(
-        300,
+        default=300,
         description="Daemon: time between full reconcile passes without events: seconds, or a "
         "systemd time span (90s, 5min, 1h30m, '2min 30s'); rounded up to whole seconds.",
     )
 
-    @field_validator("reboot_window")
+    @validator("reboot_window")
     @classmethod
     def _calendar_shape(cls, v: str) -> str:
         if not _CALENDAR.fullmatch(v):
@@ -197,16 +275,17 @@ _MOUNT_ALLOWED = {
 
 class Filesystem(_Strict):
     type: FsType = Field(description="ext4 or xfs; created with 4 KiB blocks so DAX works.")
-    label: str | None = Field(
-        None, description="Filesystem label (ext4: up to 16 bytes, xfs: up to 12 bytes).",
-        json_schema_extra={"pattern": "^[A-Za-z0-9_.-]{1,16}$"},
+    label: StrictStr | None = Field(
+        default=None, description="Filesystem label (ext4: up to 16 bytes, xfs: up to 12 bytes).",
+        x_schema={"anyOf": [{"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,16}$"}, {"type": "null"}]},
     )
-    options: tuple[str, ...] = Field(
-        (), description="Extra mkfs arguments, one per list item; checked, never a shell string.",
-        json_schema_extra={"items": {"type": "string", "pattern": "^(?:" + _OPT_TOKEN.pattern + ")$"}},
+    options: tuple[StrictStr, ...] = Field(
+        default=(), description="Extra mkfs arguments, one per list item; checked, never a shell string.",
+        x_schema={"type": "array",
+                   "items": {"type": "string", "pattern": "^(?:" + _OPT_TOKEN.pattern + ")$"}},
     )
 
-    @field_validator("label")
+    @validator("label")
     @classmethod
     def _label(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,16}", v):
@@ -215,7 +294,7 @@ class Filesystem(_Strict):
             )
         return v
 
-    @field_validator("options")
+    @validator("options")
     @classmethod
     def _mkfs_options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for opt in v:
@@ -236,22 +315,24 @@ class Filesystem(_Strict):
                 raise ValueError(f"mkfs option {token(opt)}: xfs DAX needs reflink=0 on most kernels")
         return v
 
-    @model_validator(mode="after")
-    def _xfs_label(self) -> Filesystem:
-        if self.type is FsType.XFS and self.label is not None and len(self.label) > 12:
-            raise ValueError(f"xfs labels hold at most 12 characters; {token(self.label)} is longer")
-        return self
+    @root_validator(skip_on_failure=True)
+    @classmethod
+    def _xfs_label(cls, values: dict[str, Any]) -> dict[str, Any]:
+        label = values["label"]
+        if values["type"] is FsType.XFS and label is not None and len(label) > 12:
+            raise ValueError(f"xfs labels hold at most 12 characters; {token(label)} is longer")
+        return values
 
 
 class Mount(_Strict):
-    path: str = Field(description="Absolute mount point; created if missing.",
-                      json_schema_extra={"pattern": r"^(/[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*)+$"})
-    options: tuple[str, ...] = Field(
-        (), description="Extra mount options from an allow-list; DAX (dax=always) is always added.",
-        json_schema_extra={"items": {"enum": list(sorted(_MOUNT_ALLOWED))}},
+    path: StrictStr = Field(..., description="Absolute mount point; created if missing.",
+                            x_schema={"type": "string", "pattern": r"^(/[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*)+$"})
+    options: tuple[StrictStr, ...] = Field(
+        default=(), description="Extra mount options from an allow-list; DAX (dax=always) is always added.",
+        x_schema={"type": "array", "items": {"enum": sorted(_MOUNT_ALLOWED)}},
     )
 
-    @field_validator("path")
+    @validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
         if not v.startswith("/"):
@@ -268,7 +349,7 @@ class Mount(_Strict):
             raise ValueError(f"mount path {token(v)} may only hold letters, digits and _./@+-")
         return v
 
-    @field_validator("options")
+    @validator("options")
     @classmethod
     def _options(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for opt in v:
@@ -286,57 +367,67 @@ NAME_RE = r"[a-z0-9][a-z0-9_-]{0,31}"
 XFS_MIN = 300 << 20  # xfsprogs >= 5.19: "Filesystem must be larger than 300MB"
 
 
-def _accept_none_string(schema: dict[str, Any]) -> None:
-    """``filesystem: none`` is accepted like an absent filesystem; the schema says so too."""
-    schema["anyOf"] = [*schema["anyOf"], {"const": "none"}]
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(NAME_RE, value):
+        raise ValueError("namespace names are 1-32 characters of lower-case letters, digits, '-' and '_', "
+                         "starting with a letter or digit")
+    return value
+
+
+if not TYPE_CHECKING:
+    NsName = _checked("NsName", _name, {"type": "string", "pattern": f"^{NAME_RE}$"})
 
 
 class Namespace(_Strict):
-    size: NsSize = Field(description="Bytes, or a number with one suffix K/M/G/T; multiple of 128M.")
+    size: NsSize = Field(..., description="Bytes, or a number with one suffix K/M/G/T; multiple of 128M.")
     offset: Offset = Field(
-        "auto",
+        default="auto",
         description="Physical start address (multiple of 128M, >= 4G), or auto: pmemd picks a "
         "safe range and says why.",
     )
-    mode: Mode = Field(Mode.FSDAX, description="fsdax (default), devdax or raw.")
+    mode: Mode = Field(default=Mode.FSDAX, description="fsdax (default), devdax or raw.")
     filesystem: Filesystem | None = Field(
-        None, description="Filesystem to create on the device; omit or 'none' for devdax/raw.",
-        json_schema_extra=_accept_none_string,
+        default=None, description="Filesystem to create on the device; omit or 'none' for devdax/raw.",
+        # `filesystem: none` is accepted like an absent filesystem; the schema says so too.
+        x_schema={"anyOf": [{"$ref": "#/definitions/Filesystem"}, {"type": "null"}, {"const": "none"}]},
     )
-    mount: Mount | None = Field(None, description="Where to mount the filesystem, with DAX.")
+    mount: Mount | None = Field(default=None, description="Where to mount the filesystem, with DAX.",
+                                x_schema={"anyOf": [{"$ref": "#/definitions/Mount"}, {"type": "null"}]})
     on_foreign_data: OnForeignData = Field(
-        OnForeignData.REFUSE,
+        default=OnForeignData.REFUSE,
         description="refuse (default): never format a device holding data pmemd did not write; "
         "wipe: format it anyway.",
     )
 
-    @field_validator("filesystem", mode="before")
+    @validator("filesystem", pre=True)
     @classmethod
     def _none_fs(cls, v: Any) -> Any:
         return None if v == "none" else v
 
-    @field_validator("size")
+    @validator("size")
     @classmethod
     def _size_nonzero(cls, v: int) -> int:
         if v == 0:
             raise ValueError("size must not be zero")
         return v
 
-    @model_validator(mode="after")
-    def _combination(self) -> Namespace:
-        if self.filesystem is not None and self.mode is not Mode.FSDAX:
+    @root_validator(skip_on_failure=True)
+    @classmethod
+    def _combination(cls, values: dict[str, Any]) -> dict[str, Any]:
+        fs, mode, size = values["filesystem"], values["mode"], values["size"]
+        if fs is not None and mode is not Mode.FSDAX:
             raise ValueError(
-                f"a filesystem needs mode fsdax; mode {self.mode.value} gives no block device "
+                f"a filesystem needs mode fsdax; mode {mode.value} gives no block device "
                 "for DAX. Remove filesystem (and mount) or set mode: fsdax"
             )
-        if self.mount is not None and self.filesystem is None:
+        if values["mount"] is not None and fs is None:
             raise ValueError("mount needs a filesystem; add filesystem: {type: ext4} or remove mount")
-        if self.filesystem is not None and self.filesystem.type is FsType.XFS and self.size < XFS_MIN:
+        if fs is not None and fs.type is FsType.XFS and size < XFS_MIN:
             raise ValueError(
                 f"xfs needs at least 300 MiB (mkfs.xfs refuses smaller filesystems); size is "
-                f"{self.size >> 20} MiB: use size: 384M or more, or filesystem type ext4"
+                f"{size >> 20} MiB: use size: 384M or more, or filesystem type ext4"
             )
-        return self
+        return values
 
 
 # Each namespace is one memmap= argument on the kernel command line, which holds 2048 bytes on
@@ -347,24 +438,28 @@ MAX_NAMESPACES = 64
 
 
 class Config(_Strict):
-    version: Literal[1] = Field(description="Config format version; must be 1.")
+    version: Literal[1] = Field(..., description="Config format version; must be 1.",
+                                x_schema={"type": "integer", "const": 1})
     settings: Settings = Field(default_factory=Settings)
-    namespaces: dict[Annotated[str, Field(pattern=f"^{NAME_RE}$")], Namespace] = Field(
+    namespaces: dict[NsName, Namespace] = Field(
         default_factory=dict,
         description="Emulated pmem regions by name (lower-case letters, digits, '-', '_'); at "
         f"most {MAX_NAMESPACES}.",
-        json_schema_extra={"additionalProperties": False,  # a name outside the pattern is an error
-                           "maxProperties": MAX_NAMESPACES},
+        x_schema={"type": "object",
+                   "patternProperties": {f"^{NAME_RE}$": {"$ref": "#/definitions/Namespace"}},
+                   "additionalProperties": False,  # a name outside the pattern is an error
+                   "maxProperties": MAX_NAMESPACES},
     )
 
-    @field_validator("version", mode="before")
+    @validator("version", pre=True)
     @classmethod
     def _version_int(cls, v: Any) -> Any:
-        if isinstance(v, float):  # 1.0 would pass as 1: the format version is an integer
+        # 1.0 or true would pass as 1: the format version is an integer
+        if isinstance(v, float | bool):
             raise ValueError(f"version must be the integer 1, not {token(v)}")
         return v
 
-    @field_validator("namespaces", mode="before")
+    @validator("namespaces", pre=True)
     @classmethod
     def _namespace_count(cls, v: Any) -> Any:
         if isinstance(v, dict) and len(v) > MAX_NAMESPACES:

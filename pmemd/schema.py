@@ -16,7 +16,7 @@ def json_schema(*, main: bool = False) -> dict[str, Any]:
     fragment (pmemd itself still requires it in /etc/pmem.yaml). ``main=True`` gives the stricter
     schema of /etc/pmem.yaml alone.
     """
-    schema: dict[str, Any] = _draft07(Config.model_json_schema())
+    schema: dict[str, Any] = _draft07(Config.schema())
     schema["$schema"] = DRAFT_07
     schema["title"] = "pmem.yaml"
     if main:
@@ -29,8 +29,8 @@ def json_schema(*, main: bool = False) -> dict[str, Any]:
 
 
 def _draft07(node: Any) -> Any:
-    """pydantic's 2020-12 output in draft-07 terms: ``definitions`` for ``$defs``, and a ``$ref``
-    alone in its object (draft-07 ignores the keywords beside one)."""
+    """Draft-07 terms: ``definitions`` for ``$defs``, and a ``$ref`` alone in its object (draft-07
+    ignores the keywords beside one)."""
     if isinstance(node, list):
         return [_draft07(n) for n in node]
     if not isinstance(node, dict):

@@ -13,6 +13,8 @@ from typing import Any
 
 STATE_FILE = "/var/lib/pmemd/state.json"
 ACTION_LOG = "/var/lib/pmemd/actions.jsonl"
+# Past this size the action log moves to actions.jsonl.1 (the journal keeps the full history).
+ACTION_LOG_MAX = 1 << 20
 MAX_STATE_CHARS = 4 << 20  # the state of 64 namespaces is about 40 KiB
 
 

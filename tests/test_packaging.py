@@ -155,7 +155,7 @@ def test_deb_ships_the_kernel_install_plugin(deb: DebBuild) -> None:
 
 
 def test_deb_directories(deb: DebBuild) -> None:
-    for d in ("/usr/lib/pmem.d", "/etc/pmem.d", "/var/lib/pmemd", "/usr/share/pmemd"):
+    for d in ("/usr/lib/pmem.d", "/etc/pmem.d", "/usr/share/pmemd"):
         assert deb.files.get(d) == "d", f"{d} is not a directory in the package"
     # Nothing else in the drop-in directories: the package itself declares no namespaces.
     assert not [p for p in deb.files if p.startswith(("/usr/lib/pmem.d/", "/etc/pmem.d/"))]
@@ -191,12 +191,12 @@ def test_deb_program_docs_and_examples(deb: DebBuild) -> None:
     assert "/usr/share/doc/pmemd/copyright" in deb.files
 
 
-def test_deb_depends_on_pydantic_2_and_systemd(deb: DebBuild) -> None:
+def test_deb_depends_on_pydantic_1_10_or_later_and_systemd(deb: DebBuild) -> None:
     res = _run(["dpkg-deb", "-f", str(deb.deb), "Depends", "Recommends"])
     fields = dict(line.split(": ", 1) for line in res.stdout.splitlines())
     depends = [d.strip() for d in fields["Depends"].split(",")]
-    assert any(d.startswith("python3-pydantic (>= 2") for d in depends), depends
-    # Unversioned, Debian 12's pydantic 1.10 would satisfy it and pmemd would crash at start.
+    # pmemd runs on pydantic 1.10 (Debian 12) and 2.x (Debian 13); an older 1.x would fail.
+    assert any(d.startswith("python3-pydantic (>= 1.10") for d in depends), depends
     assert "python3-pydantic" not in depends, depends
     assert "python3-systemd" in depends
     assert "python3-yaml" in " ".join(depends) and "python3-watchdog" in " ".join(depends)
@@ -237,7 +237,7 @@ def test_srpm_builds_and_rpmlint_is_clean(tmp_path: Path) -> None:
     spec_lint = _run(["rpmlint", str(PACKAGING / "rpm/pmemd.spec")])
     assert re.search(r"\b0 errors\b", spec_lint.stdout), spec_lint.stdout
     requires = _run(["rpmspec", "-q", "--requires", str(PACKAGING / "rpm/pmemd.spec")]).stdout
-    assert "python3-pydantic >= 2" in requires and "python3-systemd" in requires
+    assert "python3-pydantic >= 1.10" in requires and "python3-systemd" in requires
 
 
 # --- the drop-in example package -----------------------------------------------------------------
@@ -408,7 +408,7 @@ def test_pmem_yaml_5_documents_every_key() -> None:
     text = (PACKAGING / "man/pmem.yaml.5").read_text().replace("\\-", "-")
     documented = set(re.findall(r"^\.(?:B|BR|SS) ([a-z_]+)", text, re.M))
     for model in (Config, Settings, Namespace, Filesystem, Mount):
-        missing = set(model.model_fields) - documented
+        missing = set(model.field_names()) - documented
         assert not missing, f"{model.__name__}: {sorted(missing)} not documented in pmem.yaml(5)"
 
 
@@ -455,3 +455,100 @@ def test_unit_has_no_option_that_hides_its_mounts_from_the_host() -> None:
     assert not keys & set(MOUNT_NAMESPACE_OPTIONS), keys & set(MOUNT_NAMESPACE_OPTIONS)
     assert {"Type", "WatchdogSec", "ExecReload", "NoNewPrivileges", "CapabilityBoundingSet",
             "SystemCallFilter"} <= keys
+
+
+def _generated(shell: str) -> str:
+    res = _run([sys.executable, str(PACKAGING / "completion/generate"), shell], cwd=REPO,
+               env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_zsh_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
+    parser, commands = _cli()
+    text = _generated("zsh")
+    assert text.startswith("#compdef pmemd\n")
+    listed = re.findall(r"^ {8}'([a-z]+):", text, re.M)
+    assert listed == list(commands)
+    for option in _long_options(parser):
+        assert f"'{option}" in text.split("case $state in")[0], option
+    for name, sub in commands.items():
+        (line,) = [ln for ln in text.splitlines() if ln.strip().startswith(f"{name}) _arguments")]
+        assert set(re.findall(r"'(--[a-z-]+)[=\[]", line)) == _long_options(sub), name
+    assert "'--root=[" in text and ":dir:_files -/'" in text  # --root completes directories
+    if _missing("zsh"):
+        pytest.skip("zsh missing (apt-get install zsh): checked against the parser only")
+    f = tmp_path / "_pmemd"
+    f.write_text(text)
+    res = _run(["zsh", "-n", str(f)])
+    assert res.returncode == 0, res.stderr
+    # compinit picks the file up from $fpath by its #compdef line
+    res = _run(["zsh", "-fc", f'fpath=({tmp_path} $fpath); autoload -Uz compinit; '
+                f'compinit -u -d {tmp_path}/zcompdump; print -r -- $_comps[pmemd]'])
+    assert res.returncode == 0 and res.stdout.strip() == "_pmemd", (res.stdout, res.stderr)
+
+
+def _fish_complete(script: Path, line: str) -> list[str]:
+    res = _run(["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"])
+    assert res.returncode == 0, res.stderr
+    return [ln.split("\t")[0] for ln in res.stdout.splitlines() if ln]
+
+
+def test_fish_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
+    parser, commands = _cli()
+    text = _generated("fish")
+    for name, sub in commands.items():
+        assert f" -a {name} -d " in text
+        for option in _long_options(sub):
+            assert f"-n '__fish_seen_subcommand_from {name}' -l {option[2:]}" in text, (name, option)
+    if _missing("fish"):
+        pytest.skip("fish missing (apt-get install fish): checked against the parser only")
+    f = tmp_path / "pmemd.fish"
+    f.write_text(text)
+    assert set(_fish_complete(f, "pmemd ")) == set(commands)
+    assert set(_fish_complete(f, "pmemd --")) == _long_options(parser)
+    for name, sub in commands.items():
+        assert set(_fish_complete(f, f"pmemd {name} --")) == _long_options(sub), name
+    (tmp_path / "rootdir").mkdir()
+    assert _fish_complete(f, f"pmemd --root {tmp_path}/ro") == [f"{tmp_path}/rootdir/"]
+
+
+def test_deb_ships_completions_and_tmpfiles(deb: DebBuild) -> None:
+    for path in ("/usr/share/zsh/vendor-completions/_pmemd", "/usr/share/fish/vendor_completions.d/pmemd.fish",
+                 "/usr/lib/tmpfiles.d/pmemd.conf"):
+        assert deb.files.get(path) == "-", f"{path} is not a file in the package"
+    # /var/lib/pmemd is the unit's StateDirectory=, made by systemd, not shipped
+    assert "/var/lib/pmemd" not in deb.files
+    postinst = _run(["dpkg-deb", "-I", str(deb.deb), "postinst"]).stdout
+    assert "systemd-tmpfiles" in postinst and "pmemd.conf" in postinst, postinst
+
+
+def test_tmpfiles_and_state_directory() -> None:
+    conf = (PACKAGING / "tmpfiles/pmemd.conf").read_text()
+    assert [ln.split() for ln in conf.splitlines() if ln and not ln.startswith("#")] == [
+        ["d", "/run/pmem.d", "0755", "root", "root", "-"]]
+    unit = (REPO / "pmemd.service").read_text()
+    keys = dict(ln.split("=", 1) for ln in unit.splitlines() if "=" in ln and not ln.startswith("#"))
+    assert keys["StateDirectory"] == "pmemd"
+    # ProtectClock= implies DeviceAllow=char-rtc: on systemd without the char-rtc fix (252) the
+    # device policy then shuts the service out of /dev/pmem*, unless block devices are allowed too
+    assert "ProtectClock" not in keys or "block-* rw" in keys.get("DeviceAllow", "")
+
+
+def test_rpm_spec_leaves_presets_to_the_distribution() -> None:
+    spec = (PACKAGING / "rpm/pmemd.spec").read_text()
+    body = "\n".join(ln for ln in spec.splitlines() if not ln.lstrip().startswith("#"))
+    assert "preset" not in body
+    for macro in ("%systemd_post pmemd.service", "%systemd_preun pmemd.service",
+                  "%systemd_postun_with_restart pmemd.service", "%tmpfiles_create pmemd.conf"):
+        assert macro in body, macro
+    for path in ("%{_tmpfilesdir}/pmemd.conf", "%{zsh_completions_dir}/_pmemd", "%{fish_completions_dir}/pmemd.fish"):
+        assert path in body.split("%files", 1)[1], path
+
+
+@pytest.mark.parametrize("example", sorted(str(p.relative_to(REPO)) for p in REPO.glob("examples/*/pmem.yaml")))
+def test_examples_are_valid_configs(example: str, tmp_path: Path) -> None:
+    res = _run([sys.executable, "-m", "pmemd", "--root", str(tmp_path), "--config", str(REPO / example), "config"],
+               cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "namespaces" in res.stdout

@@ -1,6 +1,6 @@
-"""Build (and cache) the Debian 13 guest images for the pmemd e2e harness.
+"""Build (and cache) the Debian guest images for the pmemd e2e harness.
 
-One recipe, three boot layouts (``LAYOUTS``); each image is one partitioned raw
+One recipe, four boot layouts (``LAYOUTS``); each image is one partitioned raw
 disk with an ext4 root labelled ``pmemroot`` plus copies of the kernel and the
 initrd (for a fast direct-kernel boot, and the KVM probe):
 
@@ -10,6 +10,8 @@ initrd (for a fast direct-kernel boot, and the KVM probe):
 * ``sdboot``: GPT, an ESP mounted at ``/boot`` and the root; systemd-boot
   (``bootctl install``) with Type #1 entries written by kernel-install from
   ``/etc/kernel/cmdline`` (OVMF).
+* ``bookworm-bios``: ``bios`` on Debian 12 (kernel 6.1, systemd 252, GRUB 2.06,
+  pydantic 1.10); the other layouts are Debian 13 (trixie).
 
 Cache layout (``$PMEMD_E2E_CACHE``, default ``/var/cache/pmemd-e2e``)::
 
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SUITE = "trixie"
+SUITE = "trixie"  # the suite of every layout that names no other
 DISK_SIZE = "4G"
 RECIPE_FILES = ("build.py", "packages.txt", "image/customize.sh", "image/harness-job.service",
                 "image/harness-run")
@@ -64,6 +66,7 @@ class Layout:
     firmware: str  # "bios" (SeaBIOS, -machine pc) or "uefi" (OVMF, -machine q35)
     esp: str | None = None  # where the ESP is mounted in the guest (GPT disks only)
     esp_size: str = "0"
+    suite: str = SUITE
 
     @property
     def root_part(self) -> int:
@@ -78,6 +81,7 @@ LAYOUTS = {
     # The ESP is /boot: it holds vmlinuz+initrd twice per kernel (dpkg's and kernel-install's copy).
     "sdboot": Layout("sdboot", ("systemd-boot", "systemd-boot-efi", "systemd-boot-tools", "dosfstools"),
                      "uefi", esp="/boot", esp_size="512M"),
+    "bookworm-bios": Layout("bookworm-bios", ("grub-pc",), "bios", suite="bookworm"),
 }
 
 
@@ -120,7 +124,7 @@ def packages(layout: str = "bios") -> list[str]:
 
 def recipe_key(layout: str = "bios") -> str:
     h = hashlib.sha256()
-    h.update(f"suite={SUITE} disk={DISK_SIZE} layout={layout_of(layout)!r}\n".encode())
+    h.update(f"suite={layout_of(layout).suite} disk={DISK_SIZE} layout={layout_of(layout)!r}\n".encode())
     for rel in RECIPE_FILES:
         h.update(rel.encode() + b"\0" + (HERE / rel).read_bytes() + b"\0")
     return h.hexdigest()
@@ -341,9 +345,9 @@ def _build(root: Path, key: str, final: Path, lay: Layout) -> None:
             # initramfs-tools' hooks) copies /proc/cmdline -- the build host's -- without it.
             (rootfs / "etc/kernel").mkdir(parents=True)
             (rootfs / "etc/kernel/cmdline").write_text(f"root=UUID={ids.root_uuid} {KERNEL_CMDLINE}\n")
-        with step(f"debootstrap {SUITE} from {mirror_uri} ({lay.name})"):
+        with step(f"debootstrap {lay.suite} from {mirror_uri} ({lay.name})"):
             run(["debootstrap", "--variant=minbase", f"--cache-dir={root / 'debs'}",
-                 "--include=" + ",".join(packages(lay.name)), SUITE, str(rootfs), mirror_uri],
+                 "--include=" + ",".join(packages(lay.name)), lay.suite, str(rootfs), mirror_uri],
                 log_to=blog)
         with step("customize rootfs"):
             shutil.copy(HERE / "image/harness-run", rootfs / "usr/local/sbin/harness-run")
@@ -371,7 +375,7 @@ def _build(root: Path, key: str, final: Path, lay: Layout) -> None:
         os.chmod(out / "disk.raw", 0o444)
         pkgs = dict(line.split(" ", 1) for line in versions.splitlines() if " " in line)
         manifest = {
-            "key": key, "suite": SUITE, "mirror": mirror_uri, "kernel": kver, "layout": lay.name,
+            "key": key, "suite": lay.suite, "mirror": mirror_uri, "kernel": kver, "layout": lay.name,
             "firmware": lay.firmware, "root_uuid": ids.root_uuid,
             **({"esp": lay.esp, "esp_uuid": ids.esp_uuid} if lay.esp else {}), **extra,
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -455,12 +459,12 @@ def _make_disk_in(rootfs: Path, disk: Path, work: Path, blog: Path, cl: Cleanup,
         run(["mount", *args, src, target])
         cl.callback_quiet(umount, target)
     extra: dict[str, str] = {}
-    if lay.name == "bios":
+    if lay.firmware == "bios":
         run(["chroot", str(mnt), "grub-install", "--target=i386-pc", loop], log_to=blog)
     elif lay.name == "uefi-grub":
         run(["chroot", str(mnt), "grub-install", "--target=x86_64-efi", f"--efi-directory={lay.esp}",
              "--removable", "--no-nvram"], log_to=blog)
-    if lay.name in ("bios", "uefi-grub"):
+    if lay.firmware == "bios" or lay.name == "uefi-grub":
         run(["chroot", str(mnt), "update-grub"], log_to=blog)
         cfg = mnt / "boot/grub/grub.cfg"
         text = cfg.read_text()

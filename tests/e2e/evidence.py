@@ -37,7 +37,10 @@ class Cycle:
     def check_installed(self) -> None:
         """Boot 1: no memmap yet; the .deb installed, the service enabled, active, in sync."""
         assert "memmap" not in self.ok(1, "cmdline")
-        assert "Setting up pmemd" in self.ok(1, "dpkg")
+        assert "Setting up pmemd" in self.ok(1, "install")
+        # /run/pmem.d from tmpfiles.d, /var/lib/pmemd from the unit's StateDirectory=
+        assert self.ok(1, "tmpfiles").splitlines() == ["directory 755 root:root /run/pmem.d",
+                                                       "directory 755 root:root /var/lib/pmemd"]
         assert self.ok(1, "is-enabled").strip() == "enabled"
         assert self.ok(1, "is-active").strip() == "active"
         assert self.status(1, "empty") == "in sync: no namespaces configured"

@@ -65,6 +65,8 @@ case $n in
 2)
     # Step 3: booted through GRUB with pmemd's arguments; formatted, mounted, DAX verified.
     synced_with_markers
+    # the service's device access: no policy that could shut it out of /dev/pmem* (it just ran mkfs)
+    ev unit-devices systemctl show -p DevicePolicy -p DeviceAllow pmemd
     for ns in fast bulk; do
         ev "$ns-blkid" blkid -p -o export "$(findmnt -no SOURCE "/pmem/$ns")"
     done

@@ -126,11 +126,15 @@ write_config() {
     mv /etc/pmem.yaml.new /etc/pmem.yaml
 }
 
-# install_package: the project's .deb; the service must come up enabled, active and in sync
+# install_package: the project's .deb, installed with apt (its dependencies come from the image:
+# the guest has no network); the service must come up enabled, active and in sync
 install_package() {
-    ev dpkg dpkg -i "$HARNESS_FILES"/pmemd_*.deb
+    local deb
+    deb=$(readlink -f "$HARNESS_FILES"/pmemd_*.deb)
+    ev install apt-get install -y "$deb"
     ev is-enabled systemctl is-enabled pmemd
     ev is-active systemctl is-active pmemd
     wait_status 'in sync*' 60 empty
     ev etc-config cat /etc/pmem.yaml
+    ev tmpfiles stat -c '%F %a %U:%G %n' /run/pmem.d /var/lib/pmemd
 }
