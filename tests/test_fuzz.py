@@ -49,7 +49,7 @@ SEED = int(os.environ.get("PMEMD_FUZZ_SEED", "1212"))
 CONFIG_CASES = int(os.environ.get("PMEMD_FUZZ_CASES", "10000"))
 DROPIN_CASES = max(CONFIG_CASES // 4, 20)
 HOST_CASES = max(CONFIG_CASES // 4, 20)
-CASE_SECONDS = 5.0  # a case takes milliseconds; this only tells a hang from slowness
+CASE_SECONDS = 20.0  # a case takes milliseconds (slowest about 1.6 s on a loaded machine); this tells a hang
 WORKERS = 2
 REPLAY = 24  # cases replayed through `python -m pmemd`
 

@@ -479,9 +479,9 @@ def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, ap
     accel_name = accel(image)
     if smp is None:
         smp = int(os.environ.get("PMEMD_E2E_SMP", "1" if accel_name == "tcg" else "2"))
-    if boot_timeout is None:
+    if boot_timeout is None:  # a boot with an apt install took 400-420 s under TCG on a loaded host
         boot_timeout = float(os.environ.get("PMEMD_E2E_BOOT_TIMEOUT",
-                                            "420" if accel_name == "tcg" else "180"))
+                                            "900" if accel_name == "tcg" else "180"))
     result = RunResult(out=out, accel=accel_name, mode=mode)
     work = Path(tempfile.mkdtemp(prefix="pmemd-e2e-run-"))
     t_run = time.monotonic()
