@@ -2,129 +2,32 @@
 
 No I/O here. Field descriptions feed ``pmemd schema`` and editor completion.
 
-The models use pydantic's v1 API, the one API that every pydantic from 1.10 to 2.x provides
-(pydantic 2 ships it as ``pydantic.v1``): the same code, and so the same validation, error
-messages and JSON Schema, on Debian 12 and Ubuntu 22.04/24.04 (python3-pydantic 1.10) and on
-Debian 13 (2.10). This import is the only place that knows which pydantic is installed.
+The field types (sizes, offsets, durations) and the base model, on pydantic's v1 API whichever
+pydantic is installed, are in ``pmemd.fields``.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterator
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
-try:
-    from pydantic.v1 import BaseModel, Extra, Field, StrictStr, ValidationError, root_validator, validator
-except ImportError:  # pydantic 1.x (before 1.10.17 it has no pydantic.v1 alias)
-    from pydantic import (  # type: ignore[assignment,no-redef]
-        BaseModel,
-        Extra,
-        Field,
-        StrictStr,
-        ValidationError,
-        root_validator,
-        validator,
-    )
-
-from pmemd.units import GIB, MAX_BYTES, MAX_DURATION, TIMESPAN_PATTERN, SizeError, parse_size, parse_timespan, token
+from pmemd.fields import (
+    Duration,
+    Field,
+    NsSize,
+    Offset,
+    Size,
+    Strict,
+    StrictStr,
+    ValidationError,
+    checked,
+    root_validator,
+    validator,
+)
+from pmemd.units import GIB, token
 
 __all__ = ["ValidationError", "token"]  # for config: the error type, one way to quote a value
-
-
-def _size(value: object) -> int:
-    try:
-        return parse_size(value)
-    except SizeError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _offset(value: object) -> int | str:
-    if value == "auto":
-        return "auto"
-    return _size(value)
-
-
-# The JSON Schema of sizes is written out: the Python types (int, or int | "auto") would give a
-# schema that rejects the strings the config accepts ("4G", "0x100000000").
-_SIZE_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_BYTES},
-              {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,19}|0[xX][0-9a-fA-F]{1,16})[KMGT]?$"}],
-}
-_ALIGN = 128 << 20  # validate.ALIGN; repeated here only for the schema
-
-
-def _checked(name: str, check: Callable[[Any], Any], schema: dict[str, Any]) -> type:
-    """A field type that `check` converts (it raises ValueError with pmemd's message) and whose
-    JSON Schema is `schema` (plus the field's own title, description and default)."""
-
-    def validators(cls: type) -> Iterator[Callable[[Any], Any]]:
-        yield check
-
-    def modify_schema(cls: type, field_schema: dict[str, Any]) -> None:
-        field_schema.update(json.loads(json.dumps(schema)))
-
-    return type(name, (), {"__get_validators__": classmethod(validators),
-                           "__modify_schema__": classmethod(modify_schema)})
-
-
-if TYPE_CHECKING:  # what the values are, for the type checker
-    Size = int
-    NsSize = int
-    Offset = int | Literal["auto"]
-    Duration = int
-    NsName = str
-else:
-    Size = _checked("Size", _size, _SIZE_SCHEMA)
-    # A namespace size: the integer form can carry the 128 MiB rule, the string form only the shape.
-    NsSize = _checked("NsSize", _size, {"anyOf": [
-        {"type": "integer", "minimum": _ALIGN, "maximum": MAX_BYTES, "multipleOf": _ALIGN},
-        _SIZE_SCHEMA["anyOf"][1]]})
-    Offset = _checked("Offset", _offset, {"anyOf": [
-        {"type": "integer", "minimum": 4 << 30, "maximum": MAX_BYTES, "multipleOf": _ALIGN},
-        _SIZE_SCHEMA["anyOf"][1], {"const": "auto"}]})
-
-M = TypeVar("M", bound="_Strict")
-
-
-class _Strict(BaseModel):
-    # Unknown keys are errors, values are immutable. The methods are the names the rest of pmemd
-    # uses, the same whichever pydantic is installed. (No docstring: pydantic would put it into
-    # every model's JSON Schema.)
-
-    class Config:
-        extra = Extra.forbid
-        frozen = True
-
-        @staticmethod
-        def schema_extra(schema: dict[str, Any], model: type[BaseModel]) -> None:
-            # A field's Field(x_schema={...}) replaces the schema pydantic derives from its type
-            # (its title and description stay).
-            for prop in schema.get("properties", {}).values():
-                override = prop.pop("x_schema", None)
-                if override is not None:
-                    for key in ("allOf", "$ref", "type", "enum", "additionalProperties"):
-                        prop.pop(key, None)
-                    prop.update(override)
-
-    @classmethod
-    def model_validate(cls: type[M], data: Any) -> M:
-        return cls.parse_obj(data)
-
-    def model_dump(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
-        if mode == "json":
-            data: dict[str, Any] = json.loads(self.json())
-            return data
-        return self.dict()
-
-    def model_copy(self: M, *, update: dict[str, Any]) -> M:
-        return self.copy(update=update)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return list(cls.__fields__)
 
 
 class RebootPolicy(StrEnum):
@@ -176,39 +79,12 @@ class OnForeignData(StrEnum):
     WIPE = "wipe"
 
 
-def _duration(value: object) -> int:
-    """Whole seconds; a span with a fraction of a second is rounded up (at least 1s)."""
-    hint = "write e.g. 300, 90s, 5min, 1h30m or '2min 30s' (systemd.time(7))"
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration; {hint}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
-            seconds = parse_timespan(value)
-        except ValueError:
-            raise ValueError(f"{token(value)} is not a duration; {hint}") from None
-    else:
-        raise ValueError(f"expected a duration; {hint}")
-    if not seconds > 0:
-        raise ValueError(f"a duration must be positive; {hint}")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"{token(value)} is more than a year; {hint}")
-    whole = int(seconds)
-    return whole if whole == seconds else whole + 1
-
-
-if not TYPE_CHECKING:
-    Duration = _checked("Duration", _duration, {
-        "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
-                  {"type": "string", "pattern": TIMESPAN_PATTERN}]})
-
 # A calendar expression is checked for shape here and by systemd itself (systemd-analyze
 # calendar) before pmemd schedules anything with it.
 _CALENDAR = re.compile(r"[A-Za-z0-9 :*.,/~+-]{1,64}")
 
 
-class Settings(_Strict):
+class Settings(Strict):
     reboot: RebootPolicy = Field(
         default=RebootPolicy.FLAG,
         description="What to do when kernel arguments changed: never (only record it), flag "
@@ -273,7 +149,7 @@ _MOUNT_ALLOWED = {
 }
 
 
-class Filesystem(_Strict):
+class Filesystem(Strict):
     type: FsType = Field(description="ext4 or xfs; created with 4 KiB blocks so DAX works.")
     label: StrictStr | None = Field(
         default=None, description="Filesystem label (ext4: up to 16 bytes, xfs: up to 12 bytes).",
@@ -324,7 +200,7 @@ class Filesystem(_Strict):
         return values
 
 
-class Mount(_Strict):
+class Mount(Strict):
     path: StrictStr = Field(..., description="Absolute mount point; created if missing.",
                             x_schema={"type": "string", "pattern": r"^(/[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*)+$"})
     options: tuple[StrictStr, ...] = Field(
@@ -374,11 +250,13 @@ def _name(value: object) -> str:
     return value
 
 
-if not TYPE_CHECKING:
-    NsName = _checked("NsName", _name, {"type": "string", "pattern": f"^{NAME_RE}$"})
+if TYPE_CHECKING:
+    NsName = str
+else:
+    NsName = checked("NsName", _name, {"type": "string", "pattern": f"^{NAME_RE}$"})
 
 
-class Namespace(_Strict):
+class Namespace(Strict):
     size: NsSize = Field(..., description="Bytes, or a number with one suffix K/M/G/T; multiple of 128M.")
     offset: Offset = Field(
         default="auto",
@@ -437,7 +315,7 @@ class Namespace(_Strict):
 MAX_NAMESPACES = 64
 
 
-class Config(_Strict):
+class Config(Strict):
     version: Literal[1] = Field(..., description="Config format version; must be 1.",
                                 x_schema={"type": "integer", "const": 1})
     settings: Settings = Field(default_factory=Settings)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, copy_fixture
 
-CORE = ("model", "config", "yamldoc", "parse", "bootloader.syntax", "validate", "actions", "diagnose", "plan",
+CORE = ("model", "fields", "config", "yamldoc", "parse", "bootloader.syntax", "validate", "actions", "diagnose", "plan",
         "plan_boot", "plan_fs", "report", "schema", "units", "facts", "state")
 FORBIDDEN_STDLIB = {"os", "subprocess", "pathlib", "shutil", "ctypes", "socket", "io", "tempfile", "glob",
                     "signal", "select", "fcntl", "importlib"}
