@@ -164,17 +164,37 @@ def read_kmsg(root: Root) -> str | None:
 def booted_regions_have_devices(root: Root) -> bool:
     """False while a ``memmap=nn!ss`` range of the running command line waits for its device:
     no e820 nd region exists yet, or its region has no block or character device yet (the cases
-    the diagnosis calls pending). A few sysfs reads and no command, so the daemon can poll it at
-    start while the drivers probe (udev loads nd_pmem during coldplug)."""
-    pram = parse.parse_cmdline(root.read_text("/proc/cmdline") or "").pram
-    regions = [r for r in read_regions(root) if r.is_emulated]
-    if not regions:
-        return not pram
-    for e in pram:
-        region = next((r for r in regions if r.start == e.start and r.size == e.size), None)
-        if region is not None and not any(ns.blockdev or ns.chardev for ns in region.namespaces):
+    the diagnosis calls pending). Cheap, so the daemon can poll it at start while the drivers
+    probe: no command, and per region only its address, size and device directories (the
+    namespace attributes take the device lock the probe holds)."""
+    wanted = {(e.start, e.size) for e in parse.parse_cmdline(root.read_text("/proc/cmdline") or "").pram}
+    if not wanted:
+        return True
+    base = "/sys/bus/nd/devices"
+    emulated = False
+    for name in root.listdir(base):
+        if not re.fullmatch(r"region\d+", name):
+            continue
+        bus = root.resolve(f"{base}/{name}").parent.name
+        if root.read_attr(f"{base}/{bus}/provider") != "e820":
+            continue
+        emulated = True
+        at = (parse.parse_int_attr(root.read_attr(f"{base}/{name}/resource")),
+              parse.parse_int_attr(root.read_attr(f"{base}/{name}/size")))
+        if at in wanted and not _has_device(root, f"{base}/{name}"):
             return False
-    return True
+    return emulated
+
+
+def _has_device(root: Root, region_dir: str) -> bool:
+    """A block device below one of the region's namespace, pfn or btt devices, or a dax device."""
+    for child in root.listdir(region_dir):
+        if root.listdir(f"{region_dir}/{child}/block"):
+            return True
+        if child.startswith("dax") and any(re.fullmatch(r"dax\d+\.\d+", dev)
+                                           for dev in root.listdir(f"{region_dir}/{child}")):
+            return True
+    return False
 
 
 def probe_signature(root: Root, runner: Runner, device: str) -> Signature:
