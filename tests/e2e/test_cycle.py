@@ -285,6 +285,13 @@ def test_boot5_devdax_namespace_made_by_the_real_ndctl(cycle: Cycle) -> None:
     assert status["dev"]["device"] == f"/dev/{dax['chardev']}", status["dev"]
 
 
+def test_boot5_the_cli_runs_on_this_release(cycle: Cycle) -> None:
+    for i in (1, 2, 3):
+        assert cycle.rc(5, f"plan-{i}") == 0, cycle.text(5, f"plan-{i}")  # in sync: exit 0
+        assert "in sync" in cycle.text(5, f"plan-{i}")
+    assert int(cycle.ok(5, "deb-size")) > 0
+
+
 def test_nvdimm_is_left_alone(cycle: Cycle) -> None:
     nv = cycle.text(1, "nvdev").strip()
     assert nv.startswith("/dev/pmem")
@@ -319,6 +326,10 @@ def test_print_guest_evidence(cycle: Cycle, capsys: pytest.CaptureFixture[str]) 
     sec = cycle.res.path("b5-security")
     if sec.exists():
         out += [ln for ln in sec.read_text().splitlines() if "Overall exposure" in ln]
+    if cycle.res.path("b5-plan-1.secs").exists():
+        plan, floor = ([cycle.text(5, f"{what}-{i}.secs").strip() for i in (1, 2, 3)] for what in ("plan", "floor"))
+        out.append(f"# pmemd plan: {', '.join(plan)} s; python3 -c 'import pydantic, yaml': {', '.join(floor)} s; "
+                   f".deb {cycle.text(5, 'deb-size').strip()} bytes")
     with capsys.disabled():
         print("\n" + "\n".join(out))
     assert len(out) > 10

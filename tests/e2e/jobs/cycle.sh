@@ -128,6 +128,9 @@ case $n in
     ev nv-blkid blkid -p -o export "$nv"
     mount -o ro "$nv" /mnt/nv && ev nv-data cat /mnt/nv/precious; umount /mnt/nv
     ev security systemd-analyze security pmemd --no-pager
+    # start-up of the CLI on this release, beside the interpreter with pmemd's two libraries
+    for i in 1 2 3; do ev "plan-$i" pmemd plan; ev "floor-$i" python3 -c 'import pydantic, yaml'; done
+    ev deb-size stat -c %s "$HARNESS_FILES"/pmemd_*.deb
     ;;
 esac
 exit 0
