@@ -34,7 +34,7 @@ from pmemd.yamldoc import ConfigErrors
 
 DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
 MAX_DELAY = 2.0  # ...but a continuous stream of events delays a pass at most this long
-SETTLE_MAX = 30.0  # at start, wait this long at most for booted regions to get their devices
+SETTLE_MAX = 60.0  # at start, wait this long at most for booted regions to get their devices
 RETRY = (2.0, 4.0, 8.0, 16.0, 32.0, 60.0)  # then look again this often while a device is missing
 
 

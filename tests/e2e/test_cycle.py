@@ -189,7 +189,8 @@ def test_regions_formatted_and_mounted_with_dax(cycle: Cycle, boot: int) -> None
 def test_boot2_service_device_access_is_not_restricted(cycle: Cycle) -> None:
     # ProtectClock= (DeviceAllow=char-rtc) would close the device policy on systemd 252
     props = dict(ln.split("=", 1) for ln in cycle.ok(2, "unit-devices").splitlines())
-    assert props == {"DevicePolicy": "auto", "DeviceAllow": ""}, props
+    # (systemctl show leaves out an empty DeviceAllow=)
+    assert props["DevicePolicy"] == "auto" and props.get("DeviceAllow", "") == "", props
 
 
 def test_boot2_files_carry_statx_attr_dax(cycle: Cycle) -> None:
@@ -202,11 +203,11 @@ def test_boot2_files_carry_statx_attr_dax(cycle: Cycle) -> None:
 def test_each_boot_times_the_first_pass(cycle: Cycle, boot: int) -> None:
     entries = cycle.journal(boot, "after-journal")
     (line,) = [e for e in entries if "PMEMD_SECONDS_TOTAL" in e]  # one service start per boot
-    assert re.fullmatch(r"first pass \d+\.\d s: start \d+\.\d, .*settle .*observe .*actions .*"
+    assert re.fullmatch(r"first pass \d+\.\d s: start \d+\.\d, config .*observe .*actions .*"
                         r"\(children \d+\.\d\)", line["MESSAGE"]), line
     assert float(line["PMEMD_SECONDS_TOTAL"]) >= float(line["PMEMD_SECONDS_CHILDREN"]) > 0
     commands = {e["PMEMD_COMMAND"] for e in entries if e.get("PRIORITY") == "7" and "PMEMD_COMMAND" in e}
-    assert {"udevadm", "mount"} <= commands, commands  # each command of the pass, at debug level
+    assert {"blkid", "wipefs", "mount"} <= commands, commands  # each command of the pass, at debug level
     assert {"mkfs.ext4", "mkfs.xfs"} <= commands or boot == 4, commands  # boot 4: only fast is left
     (mkfs,) = actions(entries, "mkfs", "fast")
     assert float(mkfs["PMEMD_SECONDS"]) > 0  # each action with its duration
