@@ -75,19 +75,28 @@ def _command_lines(facts: HostFacts) -> list[tuple[str, Cmdline]]:
     return lines
 
 
+def pmemds(owned: Owned) -> set[str]:
+    """The tokens that are pmemd's: in its boot config, or taken out of it and still on the
+    running command line until the pending reboot (they go with it)."""
+    removed = owned.pending_reboot.removed if owned.pending_reboot else ()
+    return {*owned.kernel_args, *removed}
+
+
 def _foreign_memmap(facts: HostFacts, owned: Owned, ours: set[str]) -> list[tuple[str, MemmapEntry]]:
     """(command line, entry) for each memmap= piece pmemd did not write and does not want."""
+    own = pmemds(owned)
     return [(label, e) for label, cl in _command_lines(facts) for e in cl.memmap
-            if e.token not in owned.kernel_args and e.token not in ours]
+            if e.token not in own and e.token not in ours]
 
 
 def foreign_reservations(facts: HostFacts, owned: Owned) -> list[tuple[int, int, str]]:
     """Ranges reserved by kernel arguments pmemd does not own (running and next boot)."""
     out: list[tuple[int, int, str]] = []
     seen: set[str] = set()
+    own = pmemds(owned)
     for _, cl in _command_lines(facts):
         for e in cl.memmap:
-            if e.token in owned.kernel_args or e.start is None or e.token in seen:
+            if e.token in own or e.start is None or e.token in seen:
                 continue
             if e.kind in (MemmapKind.PRAM, MemmapKind.RESERVED, MemmapKind.ACPI, MemmapKind.RAM):
                 seen.add(e.token)
@@ -209,7 +218,7 @@ def _cross_checks(config: Config, facts: HostFacts, owned: Owned, placements: di
     issues = [*_check_overlaps(placements, reserved),
               *_check_headroom(config, facts, placements, _foreign_memmap_bytes(facts, owned, ours)),
               *_check_numa(facts, placements)]
-    foreign_pram = {e.token for e in facts.cmdline.pram if e.token not in owned.kernel_args}
+    foreign_pram = {e.token for e in facts.cmdline.pram if e.token not in pmemds(owned)}
     if len(placements) + len(foreign_pram) > KASLR_MAX_ENTRIES:
         issues.append(Issue("warning", None, "namespaces",
                             f"{len(placements) + len(foreign_pram)} memmap regions: the x86 boot code "

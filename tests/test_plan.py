@@ -961,3 +961,24 @@ def test_the_start_wait_sees_a_booted_region_without_its_device(tmp_path: Path) 
     # aligned) looks like one not probed yet, as in the diagnosis: waited for, at most settle_max
     assert booted_regions_have_devices(Root(captured("debian13-qemu-plain", tmp_path).path))
     assert not booted_regions_have_devices(Root(captured("debian13-qemu-misaligned", tmp_path).path))
+
+
+def test_tokens_pmemd_took_out_are_not_foreign_until_the_reboot() -> None:
+    """Replacing every namespace: after the boot config is written, the old tokens stay on the
+    running command line until the reboot. They are pmemd's (the pending reboot removes them):
+    not a foreign reservation that eats the RAM headroom or blocks the new ranges."""
+    g = 1 << 30
+    qemu_8g = [(0, 0x9fbff, "System RAM"), (0x100000, 3 * g - 1, "System RAM"), (4 * g, 9 * g - 1, "System RAM")]
+    old = ("memmap=512M!4G", "memmap=1G!5G")
+    new = tuple(f"memmap=384M!{4096 + 384 * i}M".replace("!4096M", "!4G") for i in range(8))
+    eight = {f"ns{i}": {"size": "384M", "offset": "auto"} for i in range(1, 9)}
+    cfg = Config.model_validate({"version": 1, "settings": {"reboot": "flag"}, "namespaces": eight})
+    facts = make_facts(firmware=qemu_8g, cmdline="root=/dev/vda1 ro " + " ".join(old),
+                       next_args=["root=/dev/vda1", "ro", *new], owned_tokens=new)
+    pending = PendingReboot(since="2026-12-02T10:00:00", boot_id="boot-1", reason="", added=new, removed=old)
+    p = plan(cfg, facts, Owned(kernel_args=new, pending_reboot=pending))
+    assert not p.errors, p.issues
+    assert [v.token for v in p.namespaces] == list(new)
+    # the same ranges set by someone else are foreign: 1.5 GiB less headroom than min_free_ram allows
+    p = plan(cfg, facts, Owned(kernel_args=new))
+    assert any("not set by pmemd" in i.message for i in p.errors), p.issues
