@@ -33,6 +33,7 @@ JOB = Path(__file__).resolve().parent / "jobs" / "boot-bench.sh"
 from evidence import Cycle, build_deb  # noqa: E402
 
 BOOTS = {2: (2, 3, 4), 8: (5, 6, 7)}
+ORDER = ("start", "config", "devices", "observe", "plan", "actions")  # the phases, as pmemd logs them
 
 
 def first_pass(cycle: Cycle, boot: int) -> dict[str, float]:
@@ -66,7 +67,8 @@ def test_boot_to_ready(tmp_path_factory: pytest.TempPathFactory) -> None:
             ready.append(total)
             children.append(phases["children"])
             own.append(total - phases["children"])
-            detail = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k not in ("total", "children"))
+            names = [*ORDER, *sorted(set(phases) - {*ORDER, "total", "children"})]
+            detail = ", ".join(f"{k} {phases[k]:.2f}" for k in names if k in phases)
             warm = (f"after boot: python3 -c pass {cycle.text(boot, 'floor.secs').strip()} s, "
                     f"import pmemd.daemon {cycle.text(boot, 'importtime.secs').strip()} s")
             lines.append(f"  {count} ns, boot {boot}: start->READY {total:.2f}, children {phases['children']:.2f}, "
