@@ -2,7 +2,7 @@
 
 The first pass after a boot is what every service ordered ``After=pmem.target`` waits for, so
 the daemon measures it and says, at READY, how long each phase took and how much of it was spent
-in the processes it ran (mkfs, mount, blkid, udevadm ...).
+in the processes it ran (mkfs, mount, blkid, wipefs ...).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Phases:
         return {name: secs for name, secs in self.spans.items() if ":" in name}
 
     def summary(self, *, total: float, children: float) -> str:
-        """``first pass 2.1 s: start 0.4, settle 0.3, ..., actions 1.2 (children 1.1)``"""
+        """``first pass 2.1 s: start 0.4, config 0.1, devices 0.0, ..., actions 1.1 (children 1.1)``"""
         parts = ", ".join(f"{name} {secs:.1f}" for name, secs in self.spans.items() if ":" not in name)
         return f"first pass {total:.1f} s: {parts} (children {children:.1f})"
 
