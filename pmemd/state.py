@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from pmemd.trial import Trial, TrialState
+
 STATE_FILE = "/var/lib/pmemd/state.json"
 ACTION_LOG = "/var/lib/pmemd/actions.jsonl"
 # Past this size the action log moves to actions.jsonl.1 (the journal keeps the full history).
@@ -54,6 +56,7 @@ class Owned:
     backend: str | None = None
     namespaces: dict[str, OwnedNamespace] = field(default_factory=dict)
     pending_reboot: PendingReboot | None = None
+    trial: Trial = field(default_factory=Trial)  # the last trial boot (pmemd.trial)
 
     def with_namespace(self, name: str, ns: OwnedNamespace | None) -> Owned:
         spaces = dict(self.namespaces)
@@ -92,6 +95,7 @@ def loads(text: str | None) -> Owned:
             namespaces={_str(name, "namespace name"): _namespace(entry, name)
                         for name, entry in _map(data.get("namespaces", {}), "namespaces").items()},
             pending_reboot=_pending(_map(pr, "pending_reboot")) if pr else None,
+            trial=_trial(_map(data["trial"], "trial")) if data.get("trial") else Trial(),
         )
     except RecursionError:  # nesting deeper than the interpreter's stack: not pmemd's file
         raise StateError(f"{STATE_FILE} is damaged (nested far deeper than pmemd writes it); "
@@ -124,6 +128,15 @@ def _pending(pr: dict[str, Any]) -> PendingReboot:
         reason=_str(pr["reason"], "reason"),
         added=_strs(pr.get("added", ()), "added"), removed=_strs(pr.get("removed", ()), "removed"),
         scheduled_for=_opt_str(pr.get("scheduled_for"), "scheduled_for"))
+
+
+def _trial(tr: dict[str, Any]) -> Trial:
+    return Trial(
+        state=TrialState(_str(tr.get("state", "none"), "trial.state")),
+        tokens=_strs(tr.get("tokens", ()), "trial.tokens"), committed=_strs(tr.get("committed", ()), "trial.committed"),
+        since=_opt_str(tr.get("since"), "trial.since"), boot_id=_opt_str(tr.get("boot_id"), "trial.boot_id"),
+        trial_boot_id=_opt_str(tr.get("trial_boot_id"), "trial.trial_boot_id"),
+        reason=_str(tr.get("reason", ""), "trial.reason"))
 
 
 def _map(value: Any, what: str) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""The trial-boot state machine: every transition, the refusals, the trial command line and
+which layouts can fall back by themselves."""
+
+from __future__ import annotations
+
+import pytest
+
+from pmemd import state as st
+from pmemd.facts import Layout
+from pmemd.trial import (
+    MARKER,
+    Observed,
+    Step,
+    Support,
+    Trial,
+    TrialMode,
+    TrialState,
+    advance,
+    decide,
+    may_arm,
+    support,
+    trial_cmdline,
+)
+
+NEW = ("memmap=2G!4G",)
+OLD = ("memmap=1G!4G",)
+ARMED = Trial(TrialState.PENDING, tokens=NEW, committed=OLD, since="t0", boot_id="boot-a")
+TRIAL_CMDLINE = ("root=/dev/vda1", "ro", *NEW, "panic=10", MARKER)
+DEFAULT_CMDLINE = ("root=/dev/vda1", "ro", *OLD)
+
+
+def test_pending_stays_pending_in_the_boot_that_armed_it() -> None:
+    assert advance(ARMED, Observed("boot-a", DEFAULT_CMDLINE, None), now="t1") == (ARMED, Step.NOTHING)
+
+
+def test_trial_boot_is_running_until_verification_finishes() -> None:
+    trial, step = advance(ARMED, Observed("boot-b", TRIAL_CMDLINE, None), now="t1")
+    assert (trial.state, trial.trial_boot_id, trial.since, step) == (TrialState.RUNNING, "boot-b", "t1", Step.RECORD)
+    assert advance(trial, Observed("boot-b", TRIAL_CMDLINE, None), now="t2") == (trial, Step.RECORD)
+
+
+def test_verified_trial_boot_commits_its_tokens() -> None:
+    trial, step = advance(ARMED, Observed("boot-b", TRIAL_CMDLINE, True), now="t1")
+    assert step is Step.COMMIT
+    assert (trial.state, trial.committed, trial.tokens) == (TrialState.COMMITTED, NEW, NEW)
+
+
+def test_failed_verification_is_not_committed() -> None:
+    trial, step = advance(ARMED, Observed("boot-b", TRIAL_CMDLINE, False, ("pm0: no /dev/pmem0",)), now="t1")
+    assert step is Step.DISARM
+    assert trial.state is TrialState.FAILED and trial.committed == OLD
+    assert "pm0: no /dev/pmem0" in trial.reason
+
+
+def test_a_boot_without_the_marker_after_arming_is_a_failed_trial() -> None:
+    trial, step = advance(ARMED, Observed("boot-b", DEFAULT_CMDLINE, True), now="t1")
+    assert (trial.state, step) == (TrialState.FAILED, Step.DISARM)
+    assert "did not reach verification" in trial.reason and trial.committed == OLD
+
+
+def test_a_trial_boot_that_ended_before_verification_is_failed_in_the_next_boot() -> None:
+    running, _ = advance(ARMED, Observed("boot-b", TRIAL_CMDLINE, None), now="t1")
+    trial, step = advance(running, Observed("boot-c", DEFAULT_CMDLINE, None), now="t2")
+    assert (trial.state, step) == (TrialState.FAILED, Step.DISARM)
+    assert "ended before its verification" in trial.reason
+
+
+@pytest.mark.parametrize("state", [TrialState.NONE, TrialState.COMMITTED, TrialState.FAILED])
+def test_settled_states_do_not_move(state: TrialState) -> None:
+    trial = Trial(state, tokens=NEW, committed=OLD, boot_id="boot-a")
+    assert advance(trial, Observed("boot-z", TRIAL_CMDLINE, True), now="t9") == (trial, Step.NOTHING)
+
+
+def test_a_failed_trial_is_not_armed_again_without_retry() -> None:
+    failed = Trial(TrialState.FAILED, tokens=NEW, committed=OLD, reason="the trial boot did not reach verification")
+    ok, why = may_arm(failed, NEW, retry=False)
+    assert not ok and "--retry-trial" in why and "did not reach verification" in why
+    assert may_arm(failed, NEW, retry=True) == (True, "")
+    assert may_arm(failed, ("memmap=3G!4G",), retry=False) == (True, "")  # a changed config
+
+
+def test_the_same_trial_is_not_armed_twice() -> None:
+    ok, why = may_arm(ARMED, NEW, retry=False)
+    assert not ok and "already pending" in why
+
+
+def test_trial_cmdline_replaces_pmemds_tokens_and_adds_panic_and_marker() -> None:
+    args = trial_cmdline(("root=/dev/vda1", "ro", "panic=-1", *OLD, "quiet"), committed=OLD, tokens=NEW)
+    assert args == ("root=/dev/vda1", "ro", "quiet", *NEW, "panic=10", MARKER)
+    assert trial_cmdline(args, committed=OLD, tokens=NEW) == args  # idempotent
+
+
+@pytest.mark.parametrize(("abstractions", "fs", "version", "ok"), [
+    ((), "ext2", (2, 12), True),
+    (("lvm",), "ext2", (2, 12), False),
+    (("diskfilter", "mdraid1x"), "ext2", (2, 12), False),
+    ((), "zfs", (2, 14), False),
+    ((), "btrfs", (2, 12), False),
+    ((), "btrfs", (2, 14), True),
+])
+def test_grub_support_follows_where_grubenv_lives(abstractions: tuple[str, ...], fs: str,
+                                                  version: tuple[int, ...], ok: bool) -> None:
+    sup = support(Layout.GRUB, grub_abstractions=abstractions, grub_fs=fs, grub_version=version)
+    assert sup.ok is ok
+    if not ok:
+        assert "cannot write its grubenv" in sup.reason
+
+
+def test_systemd_boot_supports_trials_and_unknown_does_not() -> None:
+    assert support(Layout.SYSTEMD_BOOT).ok
+    assert not support(Layout.UNKNOWN).ok
+
+
+def test_decide_by_mode() -> None:
+    yes, no = Support(True, "fine"), Support(False, "/boot/grub is on lvm")
+    assert decide(TrialMode.AUTO, yes) == (True, None)
+    assert decide(TrialMode.AUTO, no) == (False, None)
+    assert decide(TrialMode.NEVER, yes) == (False, None)
+    trial, error = decide(TrialMode.ALWAYS, no)
+    assert not trial and error is not None and "/boot/grub is on lvm" in error
+
+
+def test_the_trial_survives_the_state_file() -> None:
+    owned = st.Owned(kernel_args=OLD, trial=ARMED)
+    assert st.loads(st.dumps(owned)) == owned
+    assert st.loads(st.dumps(st.Owned())).trial == Trial()
+    assert st.loads('{"version": 1}').trial.state is TrialState.NONE
+
+
+def test_a_damaged_trial_record_is_a_state_error() -> None:
+    with pytest.raises(st.StateError, match="damaged"):
+        st.loads('{"trial": {"state": "maybe"}}')
