@@ -3,9 +3,13 @@ which layouts can fall back by themselves."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pmemd import state as st
+from pmemd.bootloader import sdboot
+from pmemd.bootloader.syntax import parse_bls_entry
 from pmemd.facts import Layout
 from pmemd.trial import (
     MARKER,
@@ -130,3 +134,25 @@ def test_the_trial_survives_the_state_file() -> None:
 def test_a_damaged_trial_record_is_a_state_error() -> None:
     with pytest.raises(st.StateError, match="damaged"):
         st.loads('{"trial": {"state": "maybe"}}')
+
+
+FIXTURE = Path(__file__).parent / "fixtures/hosts/systemd-boot/efi/loader/entries"
+
+
+def test_systemd_boot_trial_entry_copies_the_default_with_the_trial_arguments() -> None:
+    text = (FIXTURE / "3f1c6a0e5b2d4c8e9a7b1d2e3f405162-6.12.57+deb13-amd64.conf").read_text()
+    committed_text = sdboot.edit_options(text, OLD, ())
+    entry = parse_bls_entry(sdboot.trial_entry(committed_text, committed=OLD, tokens=NEW))
+    original = parse_bls_entry(committed_text)
+    assert entry["options"].split() == ["root=UUID=c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f", "ro", "quiet", *NEW,
+                                        "panic=10", MARKER]
+    assert (entry["linux"], entry["initrd"]) == (original["linux"], original["initrd"])
+    assert entry["title"] == "Debian GNU/Linux 13 (trixie) (pmemd trial)"
+    assert "sort-key" not in entry  # sorts after the kernel-install entries
+
+
+@pytest.mark.parametrize(("default", "picked"), [
+    ("3f1c6a0e5b2d4c8e9a7b1d2e3f405162-*", False), (None, False), ("*", True), ("pmemd-*", True),
+    ("pmemd-trial.conf", True)])
+def test_the_trial_entry_is_never_the_default(default: str | None, picked: bool) -> None:
+    assert sdboot.trial_may_become_default(default) is picked

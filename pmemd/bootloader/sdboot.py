@@ -7,6 +7,7 @@ own tokens. Unified kernel images embed their command line and are not supported
 
 from __future__ import annotations
 
+import fnmatch
 from typing import TYPE_CHECKING
 
 from pmemd.bootloader import BootLoaderError, bls_files, kernel_cmdline_note
@@ -18,6 +19,7 @@ from pmemd.bootloader.syntax import (
 )
 from pmemd.facts import BootConfig, Layout
 from pmemd.fsroot import Root
+from pmemd.trial import trial_cmdline
 
 if TYPE_CHECKING:  # the effects (and ctypes) load only when a boot config is written
     from pmemd.effects import HostEffects
@@ -47,6 +49,35 @@ def edit_options(text: str, desired: tuple[str, ...], remove: tuple[str, ...]) -
     if not added and desired:
         out.append("options " + " ".join(desired))
     return "\n".join(out) + "\n"
+
+
+# The trial entry: booted once through LoaderEntryOneShot. Its name does not match the
+# ``default <machine-id>-*`` that ``bootctl install`` writes, and it carries no ``sort-key``, so
+# it sorts after the kernel-install entries: it can never become the default by itself.
+TRIAL_ENTRY = "pmemd-trial.conf"
+
+
+def trial_entry(text: str, *, committed: tuple[str, ...], tokens: tuple[str, ...]) -> str:
+    """A copy of the default entry ``text`` that boots ``tokens`` instead of pmemd's ``committed``
+    ones, with ``panic=`` and the trial marker (see ``pmemd.trial``)."""
+    keys = parse_bls_entry(text)
+    args = trial_cmdline(tuple(keys.get("options", "").split()), committed=committed, tokens=tokens)
+    out = ["# pmemd trial boot: booted once via LoaderEntryOneShot, removed when the trial ends"]
+    for key, value in keys.items():
+        if key == "sort-key":
+            continue
+        shown = {"title": f"{value} (pmemd trial)", "options": " ".join(args)}.get(key, value)
+        out.append(f"{key} {shown}")
+    if "options" not in keys:
+        out.append("options " + " ".join(args))
+    return "\n".join(out) + "\n"
+
+
+def trial_may_become_default(loader_default: str | None) -> bool:
+    """Whether loader.conf's ``default`` pattern would pick the trial entry (then no trial)."""
+    if not loader_default:
+        return False
+    return any(fnmatch.fnmatchcase(name, loader_default) for name in (TRIAL_ENTRY, TRIAL_ENTRY.removesuffix(".conf")))
 
 
 class SystemdBoot:
