@@ -3,13 +3,14 @@ which layouts can fall back by themselves."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from pmemd import state as st
-from pmemd.bootloader import sdboot
-from pmemd.bootloader.syntax import parse_bls_entry
+from pmemd.bootloader import grub, sdboot
+from pmemd.bootloader.syntax import parse_bls_entry, parse_grub_cfg
 from pmemd.facts import Layout
 from pmemd.trial import (
     MARKER,
@@ -156,3 +157,34 @@ def test_systemd_boot_trial_entry_copies_the_default_with_the_trial_arguments() 
     ("pmemd-trial.conf", True)])
 def test_the_trial_entry_is_never_the_default(default: str | None, picked: bool) -> None:
     assert sdboot.trial_may_become_default(default) is picked
+
+
+def _generated(script: str, tmp_path: Path) -> str:
+    """What update-grub would put into grub.cfg for the script: its output, run by /bin/sh."""
+    path = tmp_path / "01_pmemd"
+    path.write_text(script)
+    return subprocess.run(["/bin/sh", str(path)], check=True, capture_output=True, text=True).stdout
+
+
+def test_grub_trial_script_sets_the_committed_tokens_and_the_state_machine(tmp_path: Path) -> None:
+    out = _generated(grub.render_trial_script(OLD), tmp_path)
+    assert out.splitlines()[0] == 'set pmemd_args="memmap=1G!4G"'
+    assert 'set pmemd_args="${pmemd_try_args}"' in out and "save_env pmemd_state" in out
+    cfg = out + ("menuentry 'Debian GNU/Linux' --class debian {\n"
+                 "\tlinux /boot/vmlinuz-6.12 root=UUID=x ro quiet ${pmemd_args}\n}\n")
+    (entry,) = grub.expand_slot(parse_grub_cfg("/boot/grub/grub.cfg", cfg), cfg)
+    assert entry.args == ("root=UUID=x", "ro", "quiet", *OLD) and entry.default
+
+
+def test_grub_arming_is_one_grubenv_write_with_the_trial_tokens() -> None:
+    argv = grub.arm_argv("/boot/grub/grubenv", (*NEW, "panic=10", MARKER))
+    assert argv == ["grub-editenv", "/boot/grub/grubenv", "set", "pmemd_state=try",
+                    f"pmemd_try_args=memmap=2G!4G panic=10 {MARKER}"]
+
+
+@pytest.mark.parametrize("bad", ["memmap=64M$3G", 'a"b', "x;reboot"])
+def test_grub_trial_pieces_refuse_unsafe_tokens(bad: str) -> None:
+    with pytest.raises(ValueError, match="unsafe"):
+        grub.render_trial_script((bad,))
+    with pytest.raises(ValueError, match="unsafe"):
+        grub.arm_argv("/boot/grub/grubenv", (bad,))
