@@ -1,6 +1,10 @@
 """Trial boots: new kernel arguments are booted once, verified, and only then committed. Pure.
 
-A change of pmemd's tokens is first armed as a one-shot boot (GRUB ``next_entry`` or a grubenv
+This module is the state machine and its rules; the layouts' pieces are ``bootloader.grub``'s
+grubenv script and ``bootloader.sdboot``'s trial entry. The planner and the executor do not use
+them yet: today every change of pmemd's tokens is written as the default for every boot.
+
+In a trial, a change of pmemd's tokens is first armed as a one-shot boot (GRUB ``next_entry`` or a grubenv
 state machine, systemd-boot ``LoaderEntryOneShot``, a grubby ``--copy-default`` entry picked by
 ``grub2-reboot``); the default entry keeps the committed arguments. The trial boot's command line
 carries the committed arguments with pmemd's new tokens, ``panic=N`` (a panic resets into the
@@ -117,10 +121,10 @@ def trial_cmdline(default_args: tuple[str, ...], *, committed: tuple[str, ...], 
     return (*kept, *tokens, f"panic={PANIC_SECONDS}", MARKER)
 
 
-# GRUB cannot write grubenv through these: a one-shot there would stay for good (grub-reboot
-# refuses them, after ``grub-probe --target=abstraction`` and ``--target=fs`` on /boot/grub).
-_UNWRITABLE_ABSTRACTIONS = ("lvm", "diskfilter", "mdraid09", "mdraid09_be", "mdraid1x", "raid5rec", "raid6rec",
-                            "cryptodisk", "luks", "luks2", "geli")
+# GRUB has no write support through these (``grub-probe --target=abstraction`` on /boot/grub
+# names them; MD RAID comes as diskfilter): a one-shot there would stay for good. The same check
+# as GRUB's own 00_header makes before it uses save_env.
+_UNWRITABLE_ABSTRACTIONS = ("diskfilter", "lvm")
 _UNWRITABLE_FS = ("zfs", "btrfs")
 
 

@@ -188,3 +188,13 @@ def test_grub_trial_pieces_refuse_unsafe_tokens(bad: str) -> None:
         grub.render_trial_script((bad,))
     with pytest.raises(ValueError, match="unsafe"):
         grub.arm_argv("/boot/grub/grubenv", (bad,))
+
+
+def test_systemd_boot_trial_entry_keeps_every_initrd_line() -> None:
+    text = ("title Debian\nsort-key debian\noptions root=/dev/vda1 ro\noptions quiet memmap=1G!4G\n"
+            "linux /id/6.12/linux\ninitrd /id/6.12/intel-ucode.img\ninitrd /id/6.12/initrd.img\n")
+    lines = sdboot.trial_entry(text, committed=OLD, tokens=NEW).splitlines()
+    assert [ln for ln in lines if ln.startswith("initrd")] == ["initrd /id/6.12/intel-ucode.img",
+                                                              "initrd /id/6.12/initrd.img"]
+    options = [ln for ln in lines if ln.startswith("options")]
+    assert options == [f"options root=/dev/vda1 ro quiet {NEW[0]} panic=10 {MARKER}"]

@@ -59,8 +59,9 @@ def default_grub_dropins(root: Root) -> list[str]:
     return [f"/etc/default/grub.d/{n}" for n in root.listdir("/etc/default/grub.d") if n.endswith(".cfg")]
 
 
-# Trial boots (pmemd.trial) on GRUB: a grubenv state machine, no update-grub per trial. The
-# drop-in puts a literal ${pmemd_args} on every kernel line; TRIAL_SCRIPT (run by update-grub
+# Trial boots (pmemd.trial) on GRUB: a grubenv state machine, no update-grub per trial. With it,
+# the drop-in puts a literal ${pmemd_args} on every kernel line (render_dropin does not write
+# that slot yet: it writes the tokens themselves); TRIAL_SCRIPT (run by update-grub
 # after 00_header, so after load_env) sets it to the committed tokens, or, once, to the trial's:
 # "try" becomes "trying" on disk before the kernel starts, and a "trying" GRUB finds again (the
 # trial boot was reset before pmemd committed it) becomes "failed" and boots the committed ones.

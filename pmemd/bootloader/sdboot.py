@@ -58,18 +58,17 @@ TRIAL_ENTRY = "pmemd-trial.conf"
 
 
 def trial_entry(text: str, *, committed: tuple[str, ...], tokens: tuple[str, ...]) -> str:
-    """A copy of the default entry ``text`` that boots ``tokens`` instead of pmemd's ``committed``
-    ones, with ``panic=`` and the trial marker (see ``pmemd.trial``)."""
-    keys = parse_bls_entry(text)
-    args = trial_cmdline(tuple(keys.get("options", "").split()), committed=committed, tokens=tokens)
+    """A copy of the default entry ``text``, line for line (every ``initrd`` kept), that boots
+    ``tokens`` instead of pmemd's ``committed`` ones, with ``panic=`` and the trial marker (see
+    ``pmemd.trial``); no ``sort-key``, and the title says it is the trial."""
+    old = tuple(parse_bls_entry(text).get("options", "").split())
+    args = trial_cmdline(old, committed=committed, tokens=tokens)
     out = ["# pmemd trial boot: booted once via LoaderEntryOneShot, removed when the trial ends"]
-    for key, value in keys.items():
-        if key == "sort-key":
-            continue
-        shown = {"title": f"{value} (pmemd trial)", "options": " ".join(args)}.get(key, value)
-        out.append(f"{key} {shown}")
-    if "options" not in keys:
-        out.append("options " + " ".join(args))
+    for line in edit_options(text, args, old).splitlines():
+        key, _, value = line.partition(" ")
+        if key == "sort-key" or (key == "options" and not value.strip()):
+            continue  # further options lines were merged into the first
+        out.append(f"{line} (pmemd trial)" if key == "title" else line)
     return "\n".join(out) + "\n"
 
 
