@@ -6,12 +6,13 @@ as JSON (``fields``) and the executor dispatches on the type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from pmemd.facts import Layout
 from pmemd.model import RebootPolicy
+from pmemd.trial import Trial
 
 
 class Label(StrEnum):
@@ -31,6 +32,10 @@ class Kind(StrEnum):
     VERIFY_DAX = "verify-dax"
     UNMOUNT = "unmount"
     FORGET = "forget"
+    ARM_TRIAL = "arm-trial"
+    COMMIT_TRIAL = "commit-trial"
+    FAIL_TRIAL = "fail-trial"
+    END_TRIAL = "end-trial"
 
 
 class MkfsReason(StrEnum):
@@ -180,7 +185,54 @@ class Forget(_OnNamespace):
     label = Label.LIVE
 
 
-Action = SetKernelArgs | Reboot | ClearReboot | SetMode | Mkfs | Mkdir | Mount | VerifyDax | Unmount | Forget
+@dataclass(frozen=True, kw_only=True)
+class _TrialStep(_Base):
+    """A trial-boot transition (``pmemd.trial``): ``trial`` is the record after it (its ``since``
+    is set when it is carried out)."""
+
+    layout: Layout
+    detected_by: str
+    trial: Trial
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmTrial(_TrialStep):
+    """Boot ``trial.tokens`` once; the default keeps ``trial.committed``."""
+
+    kind = Kind.ARM_TRIAL
+    label = Label.NEEDS_REBOOT
+    ranges: tuple[Range, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitTrial(_TrialStep):
+    """The trial boot verified: its tokens become the default, the one-shot goes."""
+
+    kind = Kind.COMMIT_TRIAL
+    label = Label.LIVE
+    remove: tuple[str, ...]  # the old committed tokens the new ones replace
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailTrial(_TrialStep):
+    """The trial failed: the one-shot goes, the default keeps ``trial.committed``."""
+
+    kind = Kind.FAIL_TRIAL
+    label = Label.LIVE
+    disarm: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndTrial(_TrialStep):
+    """An armed trial no longer wanted (the config changed back, ``pmemd rollback``)."""
+
+    kind = Kind.END_TRIAL
+    label = Label.LIVE
+    disarm: bool = True
+
+
+Action = (SetKernelArgs | Reboot | ClearReboot | SetMode | Mkfs | Mkdir | Mount | VerifyDax | Unmount | Forget
+          | ArmTrial | CommitTrial | FailTrial | EndTrial)
 
 
 def to_json(act: Action) -> dict[str, Any]:
@@ -191,7 +243,9 @@ def to_json(act: Action) -> dict[str, Any]:
         if f.name in ("summary", "ns", "dev", "nd_namespace"):
             continue
         value = getattr(act, f.name)
-        if isinstance(value, tuple):
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        elif isinstance(value, tuple):
             value = [{"name": v.name, "start": v.start, "size": v.size} if isinstance(v, Range) else v
                      for v in value]
         out[f.name] = value

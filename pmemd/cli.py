@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pmemd import __version__
 from pmemd.engine import Target, assess, load_config
@@ -33,6 +33,9 @@ from pmemd.report import (
 from pmemd.runner import SubprocessRunner
 from pmemd.state import ACTION_LOG, StateError
 from pmemd.yamldoc import ConfigErrors
+
+if TYPE_CHECKING:
+    from pmemd.execute import Outcome
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -82,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true",
                     help="go through every step but skip the side effects; exit 2 if changes are pending")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--retry-trial", action="store_true",
+                    help="arm a trial boot of arguments whose trial failed before (after fixing the cause); "
+                    "pmemd does not retry a failed trial by itself")
+    rb = sub.add_parser("rollback", help="put the boot config back to pmemd's arguments from before the last "
+                        "committed trial boot (or disarm an armed trial); takes effect at the next boot")
+    rb.add_argument("--json", action="store_true", help="machine-readable output")
     rs = sub.add_parser("reset", help="undo everything pmemd set up: its kernel arguments out of the boot "
                         "config, its filesystems unmounted (when not in use), its reboot flag cleared; "
                         "run when pmemd is removed")
@@ -203,6 +212,34 @@ def _daemon(target: Target, args: argparse.Namespace) -> int:
     return daemon_main(target)
 
 
+def _rollback(target: Target, args: argparse.Namespace) -> int:
+    from pmemd.engine import rollback
+    from pmemd.journal import Journal
+
+    if target.root.is_host and os.geteuid() != 0:
+        raise UserError("rollback changes the boot config: run it as root")
+    try:
+        outcomes = rollback(target, SubprocessRunner(), Journal.default(target.root))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    failed = _print_outcomes(outcomes, as_json=args.json)
+    if not failed and not args.json:
+        print("done; the next boot uses these arguments (reboot to roll back the running kernel too)")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _print_outcomes(outcomes: tuple[Outcome, ...], *, as_json: bool) -> bool:
+    """Print what was done; True if an action failed."""
+    if as_json:
+        _print_json({"format": FORMAT, "actions": [
+            {"kind": o.action.kind.value, "namespace": o.action.namespace, "summary": o.action.summary,
+             "result": o.result.value, "message": o.message} for o in outcomes]})
+    else:
+        for o in outcomes:
+            print(f"[{o.result.value}] {o.action.summary}" + (f": {o.message}" if o.message else ""))
+    return any(o.result == "failed" for o in outcomes)
+
+
 def _reset(target: Target, args: argparse.Namespace) -> int:
     from pmemd.engine import reset
     from pmemd.journal import Journal
@@ -210,14 +247,8 @@ def _reset(target: Target, args: argparse.Namespace) -> int:
     if target.root.is_host and os.geteuid() != 0:
         raise UserError("reset changes the boot config and unmounts filesystems: run it as root")
     outcomes = reset(target, SubprocessRunner(), Journal.default(target.root))
-    failed = any(o.result == "failed" for o in outcomes)
-    if args.json:
-        _print_json({"format": FORMAT, "actions": [
-            {"kind": o.action.kind.value, "namespace": o.action.namespace, "summary": o.action.summary,
-             "result": o.result.value, "message": o.message} for o in outcomes]})
-    else:
-        for o in outcomes:
-            print(f"[{o.result.value}] {o.action.summary}" + (f": {o.message}" if o.message else ""))
+    failed = _print_outcomes(outcomes, as_json=args.json)
+    if not args.json:
         if not outcomes:
             print("nothing to undo: pmemd owns no kernel arguments, filesystems or mounts here")
         elif not failed:
@@ -226,10 +257,11 @@ def _reset(target: Target, args: argparse.Namespace) -> int:
 
 
 def _apply_command(target: Target, args: argparse.Namespace) -> int:
-    return _apply(target, SubprocessRunner(), dry_run=args.dry_run, as_json=args.json)
+    return _apply(target, SubprocessRunner(), dry_run=args.dry_run, as_json=args.json, retry_trial=args.retry_trial)
 
 
-def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: bool) -> int:
+def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: bool,
+           retry_trial: bool = False) -> int:
     from pmemd.engine import apply
     from pmemd.journal import Journal
 
@@ -237,7 +269,8 @@ def _apply(target: Target, runner: SubprocessRunner, *, dry_run: bool, as_json: 
         raise UserError("apply changes boot config, filesystems and mounts: run it as root "
                         "(or try `pmemd apply --dry-run`)")
     journal = Journal.default(target.root if not dry_run else None)
-    passes = apply(target, runner, journal, dry_run=dry_run)
+    first = assess(target, runner, retry_trial=True) if retry_trial else None
+    passes = apply(target, runner, journal, dry_run=dry_run, loaded=first)
     last = passes[-1]
     if as_json:
         print(json.dumps({
@@ -284,7 +317,7 @@ def _last_actions(target: Target, count: int = 10) -> list[dict[str, Any]]:
 
 _COMMANDS: dict[str, Callable[[Target, argparse.Namespace], int]] = {
     "config": _config, "validate": _validate, "plan": _plan, "status": _status, "apply": _apply_command,
-    "daemon": _daemon, "reset": _reset,
+    "daemon": _daemon, "reset": _reset, "rollback": _rollback,
 }
 
 

@@ -51,6 +51,7 @@ class HostEffects:
     journal: Journal
     log: list[str] = field(default_factory=list)  # what was done, in order
     written: list[tuple[str, bool]] = field(default_factory=list)  # (path, existed before) per write/remove
+    modes: dict[str, int] = field(default_factory=dict)  # each changed file's mode before its first change
     recording = False
 
     def _argv(self, argv: Sequence[str], chroot: bool) -> list[str]:
@@ -76,15 +77,21 @@ class HostEffects:
         """A host path as the tools on this machine must see it (below --root)."""
         return str(self.root.join(path))
 
-    def write(self, path: str, text: str) -> None:
-        self.written.append((path, self.root.exists(path)))
+    def _changing(self, path: str, existed: bool) -> None:
+        self.written.append((path, existed))
+        old = self.root.mode_of(path) if existed else None
+        if old is not None:
+            self.modes.setdefault(path, old)
+
+    def write(self, path: str, text: str, *, mode: int = 0o644) -> None:
+        self._changing(path, self.root.exists(path))
         self.log.append(f"write: {path}")
-        self._do(lambda: self.root.write_atomic(path, text))
+        self._do(lambda: self.root.write_atomic(path, text, mode=mode))
 
     def remove(self, path: str) -> None:
         """Remove a file, keeping its contents as ``path~pmemd`` so ``restore`` can undo it."""
         if self.root.exists(path):
-            self.written.append((path, True))
+            self._changing(path, True)
             self.log.append(f"remove: {path}")
             self._do(lambda: self._remove_with_backup(path))
 
@@ -99,7 +106,7 @@ class HostEffects:
             self._do(lambda: self.root.remove(path))
 
     def restore(self, path: str, *, existed: bool) -> None:
-        self._do(lambda: self.root.restore_backup(path, existed=existed))
+        self._do(lambda: self.root.restore_backup(path, existed=existed, mode=self.modes.get(path)))
 
     def mkdir(self, path: str) -> None:
         self.log.append(f"mkdir: {path}")

@@ -17,6 +17,7 @@ from pmemd.config import Loaded, build
 from pmemd.diagnose import new_verdicts
 from pmemd.fsroot import Root
 from pmemd.plan import Assessment, Plan, plan, reset_plan
+from pmemd.plan_boot import rollback_plan
 from pmemd.runner import Runner
 from pmemd.timing import Phases
 from pmemd.yamldoc import ConfigErrors, ConfigIssue, Loc
@@ -62,7 +63,7 @@ def load_owned(root: Root) -> state.Owned:
 
 
 def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None, *,
-           phases: Phases | None = None) -> Assessment:
+           phases: Phases | None = None, retry_trial: bool = False) -> Assessment:
     phases = phases or Phases()
     with phases.phase("config"):
         loaded = loaded or load_config(target)
@@ -74,7 +75,7 @@ def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None, 
         facts = obs.observe(target.root, runner, bootloader=cfg.settings.bootloader.value,
                             mount_paths=mount_paths, phases=phases)
     with phases.phase("plan"):
-        return Assessment(loaded, facts, owned, plan(cfg, facts, owned))
+        return Assessment(loaded, facts, owned, plan(cfg, facts, owned, retry_trial=retry_trial))
 
 
 MAX_PASSES = 4  # a mode change, then mkfs, then mount: each pass sees what the one before made
@@ -120,14 +121,14 @@ def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = F
     """Apply until the plan is empty, fails, or stops making progress (a mode change or a mkfs
     changes what the next observation sees, so one call can take more than one pass).
     ``loaded``: the config (default: read it), or an assessment of it just made, which the first
-    pass acts on."""
+    pass acts on (``pmemd apply --retry-trial`` passes one made with ``retry_trial``)."""
     results: list[PassResult] = []
     seen: set[tuple[tuple[str, str | None], ...]] = set()
     first = loaded if isinstance(loaded, Assessment) else None
     if isinstance(loaded, Assessment):
         loaded = loaded.loaded
     for _ in range(MAX_PASSES):
-        if first is None and loaded is not None:
+        if first is None:
             first = assess(target, runner, loaded, phases=phases)
         r = apply_pass(target, runner, journal, dry_run=dry_run, phases=phases, assessment=first)
         first = None
@@ -139,6 +140,22 @@ def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = F
             break
         seen.add(key)
     return results
+
+
+def rollback(target: Target, runner: Runner, journal: Journal) -> tuple[Outcome, ...]:
+    """Put the boot config back to pmemd's tokens before the last trial commit, or disarm an
+    armed trial (``plan_boot.rollback_plan``). Raises ValueError when there is nothing to roll back."""
+    from pmemd.effects import HostEffects
+    from pmemd.execute import run_plan
+    from pmemd.execute_boot import Book
+
+    owned = load_owned(target.root)
+    facts = obs.observe(target.root, runner, bootloader=owned.backend, mount_paths=())
+    actions, why = rollback_plan(facts, owned)
+    if why:
+        raise ValueError(why)
+    fx = HostEffects(target.root, runner, journal)
+    return run_plan(actions, fx=fx, book=Book(owned, fx))
 
 
 def reset(target: Target, runner: Runner, journal: Journal) -> tuple[Outcome, ...]:

@@ -17,7 +17,11 @@ from typing import Any
 from pmemd import state as st
 from pmemd.actions import (
     Action,
+    ArmTrial,
     ClearReboot,
+    CommitTrial,
+    EndTrial,
+    FailTrial,
     Forget,
     Mkdir,
     Mkfs,
@@ -30,7 +34,16 @@ from pmemd.actions import (
 )
 from pmemd.diagnose import NamespaceView, Running, new_verdicts
 from pmemd.effects import HostEffects
-from pmemd.execute_boot import ActionFailed, Book, clear_reboot, reboot, set_kernel_args
+from pmemd.execute_boot import (
+    ActionFailed,
+    Book,
+    arm_trial,
+    clear_reboot,
+    commit_trial,
+    end_trial,
+    reboot,
+    set_kernel_args,
+)
 from pmemd.facts import MountEntry
 from pmemd.journal import ERR, INFO, NOTICE
 from pmemd.model import RebootPolicy
@@ -53,7 +66,7 @@ class Outcome:
 
 
 def _set_mode(act: SetMode, *, fx: HostEffects, book: Book) -> str:
-    from pmemd.bootloader.grubby import has_tool
+    from pmemd.bootloader import has_tool
 
     if not has_tool(fx.root, "ndctl"):
         raise ActionFailed(f"ndctl is needed to change the mode of {act.nd_namespace} "
@@ -192,6 +205,7 @@ def _forget(act: Forget, *, fx: HostEffects, book: Book) -> str:
 _HANDLERS: dict[type[Any], Callable[..., str]] = {
     SetKernelArgs: set_kernel_args, Reboot: reboot, ClearReboot: clear_reboot, SetMode: _set_mode,
     Mkfs: _mkfs, Mkdir: _mkdir, Mount: _mount, VerifyDax: _verify_dax, Unmount: _unmount, Forget: _forget,
+    ArmTrial: arm_trial, CommitTrial: commit_trial, FailTrial: end_trial, EndTrial: end_trial,
 }
 
 

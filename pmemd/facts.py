@@ -185,6 +185,9 @@ class BootConfig:
     owned_file: str | None = None  # the file pmemd writes its tokens to on this layout
     owned_tokens: tuple[str, ...] = ()  # tokens currently in that file
     problems: tuple[str, ...] = ()  # damaged boot files: pmemd changes nothing until they are fixed
+    trial_ok: bool = False  # the layout can boot a trial once and fall back by itself (pmemd.trial)
+    trial_why: str = "no one-shot boot is known for this layout"
+    trial_args: tuple[str, ...] | None = None  # pmemd's part of an armed trial boot's arguments
 
     @property
     def default_args(self) -> tuple[str, ...] | None:

@@ -270,12 +270,13 @@ class Root:
     # --- writes -------------------------------------------------------------------------
 
     def write_atomic(self, path: str, data: str, *, mode: int = 0o644, backup: bool = True) -> None:
-        """Replace ``path`` atomically; keep the old contents as ``path~pmemd``."""
+        """Replace ``path`` atomically; keep the old contents as ``path~pmemd``. A backup is never
+        executable: run-parts style directories (``/etc/grub.d``) would run it."""
         target = self.join(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if backup and target.exists():
             old = target.read_bytes()
-            self._write_file(target.with_name(target.name + "~pmemd"), old, mode)
+            self._write_file(target.with_name(target.name + "~pmemd"), old, mode & 0o666)
         self._write_file(target, data.encode("utf-8", errors="surrogateescape"), mode)
 
     def append_line(self, path: str, line: str, *, mode: int = 0o644, rotate_at: int | None = None) -> None:
@@ -296,11 +297,20 @@ class Root:
         finally:
             os.close(fd)
 
-    def restore_backup(self, path: str, *, existed: bool) -> None:
-        """Undo ``write_atomic``: put the backup back, or remove a file that did not exist."""
+    def mode_of(self, path: str) -> int | None:
+        try:
+            return self.join(path).stat().st_mode & 0o7777
+        except OSError:
+            return None
+
+    def restore_backup(self, path: str, *, existed: bool, mode: int | None = None) -> None:
+        """Undo ``write_atomic``: put the backup back (with ``mode``, the file's mode before the
+        change), or remove a file that did not exist."""
         target = self.join(path)
         bak = target.with_name(target.name + "~pmemd")
         if existed and bak.exists():
+            if mode is not None:
+                os.chmod(bak, mode)
             os.replace(bak, target)
             _fsync_dir(target.parent)
         elif not existed:

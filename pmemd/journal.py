@@ -32,6 +32,10 @@ MESSAGE_IDS = {
     "config-error": "93164677d78058ec92c07f36c00e855e",
     "pass": "b6a121cbe5ea510d9750a34b22065984",
     "verify-region": "d17039b27d125957a194be77d899a1c8",
+    "arm-trial": "d573ff228f884955a7b680fc994cfceb",
+    "commit-trial": "e8bbc9184c974594ad68e54a1b6d3c3b",
+    "fail-trial": "b7345ca25e7a4c0b808baaa30eaa7a53",
+    "end-trial": "39a5530df4454a479e502ed7d55a5fc4",
 }
 
 # syslog priorities

@@ -72,6 +72,14 @@ class FsType(StrEnum):
     XFS = "xfs"
 
 
+class TrialBoot(StrEnum):
+    """Whether a change of pmemd's kernel arguments is first booted once as a trial."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
 class OnForeignData(StrEnum):
     """What pmemd does with a device holding data it did not write."""
 
@@ -99,6 +107,14 @@ class Settings(Strict):
     bootloader: BootloaderChoice = Field(
         default=BootloaderChoice.AUTO,
         description="Boot-loader backend; auto detects it from the files on the host.",
+    )
+    trial_boot: TrialBoot = Field(
+        default=TrialBoot.AUTO,
+        description="auto (default): on boot loaders that can boot an entry once and fall back by "
+        "themselves (Debian GRUB whose grubenv GRUB can write, systemd-boot), new kernel arguments "
+        "are first booted once as a trial, verified, and only then made the default; always: the "
+        "same, and a boot loader without one-shot boots is an error; never: write them as the "
+        "default at once.",
     )
     min_free_ram: Size = Field(
         default=4 * GIB,

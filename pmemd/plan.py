@@ -17,7 +17,7 @@ from pmemd.config import Loaded
 from pmemd.diagnose import NamespaceView
 from pmemd.facts import HostFacts, Layout
 from pmemd.model import Config
-from pmemd.plan_boot import boot_args, reboot_gate
+from pmemd.plan_boot import boot_args, reboot_gate, trial_gate, trial_progress
 from pmemd.plan_fs import after_reboot, namespace_chain
 from pmemd.state import Owned
 from pmemd.validate import Issue, validate
@@ -33,6 +33,7 @@ class Plan:
     reboot_needed: bool = False
     notes: tuple[str, ...] = field(default=())
     after_reboot: tuple[str, ...] = ()  # what follows once the kernel has made the device
+    trial: str = ""  # whether the next boot is a trial, and why (not)
 
     @property
     def errors(self) -> tuple[Issue, ...]:
@@ -53,27 +54,32 @@ class Assessment:
     plan: Plan
 
 
-def plan(config: Config, facts: HostFacts, owned: Owned) -> Plan:
+def plan(config: Config, facts: HostFacts, owned: Owned, *, retry_trial: bool = False) -> Plan:
     placements, found = validate(config, facts, owned)
     if any(i.severity == "error" for i in found):
         return Plan((), tuple(found), (), notes=facts.boot.notes)
-    boot = boot_args(config, facts, owned, placements)
-    reboot_needed, gate = reboot_gate(config, facts, owned, boot)
     views: list[NamespaceView] = []
-    actions: list[Action] = [*boot.actions, *gate]
-    issues: list[Issue] = [*found, *_limit_warnings(facts), *boot.issues, *_nested_mounts(config)]
+    chains: list[Action] = []
+    issues: list[Issue] = [*found, *_limit_warnings(facts), *_nested_mounts(config)]
     after: list[str] = []
     for name in sorted(config.namespaces, key=lambda n: placements[n].start):
         ns, p = config.namespaces[name], placements[name]
         chain = namespace_chain(name, ns, p, facts=facts, owned=owned)
-        actions.extend(chain.actions)
+        chains.extend(chain.actions)
         issues.extend(chain.issues)
         views.append(chain.view)
         if chain.view.running.before_reboot:
             after.extend(after_reboot(name, ns, p, facts))
-    actions.extend(_removed_namespaces(config, facts, owned))
-    return Plan(_without_failed(actions, issues), tuple(issues), tuple(views), boot.desired, boot.next_args,
-                reboot_needed, (*facts.boot.notes, *boot.notes), tuple(after))
+    # A trial armed or running is committed or failed first; the boot steps then see the host
+    # as it is after that step.
+    tv = trial_progress(facts, owned, tuple(views))
+    wanted = boot_args(config, tv.facts, tv.owned, placements)
+    boot, trial_note = trial_gate(config, tv.facts, tv.owned, wanted, retry=retry_trial)
+    reboot_needed, gate = reboot_gate(config, tv.facts, tv.owned, boot)
+    actions: list[Action] = [*tv.actions, *boot.actions, *gate, *chains, *_removed_namespaces(config, facts, owned)]
+    issues[len(found):len(found)] = boot.issues
+    return Plan(_without_failed(actions, issues), tuple(issues), tuple(views), wanted.desired,
+                tv.facts.boot.default_args, reboot_needed, (*facts.boot.notes, *boot.notes), tuple(after), trial_note)
 
 
 def _limit_warnings(facts: HostFacts) -> list[Issue]:

@@ -1,14 +1,17 @@
-"""The planner's boot steps: which kernel arguments pmemd's slot must hold, and the reboot gate. Pure."""
+"""The planner's boot steps: which kernel arguments pmemd's slot must hold, whether they are first
+booted as a trial (``pmemd.trial``), and the reboot gate. Pure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pmemd.actions import Action, ClearReboot, Range, Reboot, SetKernelArgs
+from pmemd.actions import Action, ArmTrial, ClearReboot, CommitTrial, EndTrial, FailTrial, Range, Reboot, SetKernelArgs
+from pmemd.diagnose import NamespaceView, Running
 from pmemd.facts import HostFacts, Layout
 from pmemd.model import Config, RebootPolicy
 from pmemd.parse import parse_cmdline
 from pmemd.state import Owned
+from pmemd.trial import Observed, Step, Trial, TrialState, advance, decide, may_arm
 from pmemd.validate import Issue, Placement, kaslr_token
 
 
@@ -90,7 +93,7 @@ def reboot_gate(config: Config, facts: HostFacts, owned: Owned, boot: BootArgs) 
     will have and the running kernel lacks, or the reverse."""
     after_next = (set(boot.next_args or ()) | set(boot.desired)) - set(boot.stale)
     running = set(facts.cmdline.tokens)
-    pmemd_tokens = tuple(dict.fromkeys((*boot.desired, *owned.kernel_args)))  # in boot-config order
+    pmemd_tokens = tuple(dict.fromkeys((*boot.desired, *owned.kernel_args, *boot.stale)))  # in boot-config order
     added = tuple(t for t in pmemd_tokens if t in after_next and t not in running)
     removed = tuple(t for t in pmemd_tokens if t not in after_next and t in running)
     pending = owned.pending_reboot
@@ -111,3 +114,131 @@ def reboot_gate(config: Config, facts: HostFacts, owned: Owned, boot: BootArgs) 
     what = _POLICY_TEXT.get(policy) or f"schedule a reboot at {config.settings.reboot_window}"
     return True, (Reboot(summary=f"{what}: {reason}", policy=policy, window=config.settings.reboot_window,
                          reason=reason, added=added, removed=removed, boot_id=facts.boot_id),)
+
+
+# --- trial boots (pmemd.trial) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """What this boot shows about the trial, and how the rest of the plan must see the host."""
+
+    facts: HostFacts
+    owned: Owned
+    actions: tuple[Action, ...] = ()
+
+
+def _verification(trial: Trial, facts: HostFacts, views: tuple[NamespaceView, ...]) -> tuple[str, ...]:
+    """What in this (trial) boot is not as the trial's tokens declare: each token on the command
+    line, and each region the config declares with one of them verified (``diagnose``)."""
+    failures = [f"{t} is not on the command line" for t in trial.tokens if t not in facts.cmdline.tokens]
+    failures += [f"{v.name}: {'; '.join(v.diagnosis) or v.running}" for v in views
+                 if v.token in trial.tokens and v.running is Running.FAILED]
+    return tuple(failures)
+
+
+def _with_default_tokens(facts: HostFacts, *, old: tuple[str, ...], new: tuple[str, ...]) -> HostFacts:
+    """``facts`` as they will be once the default entry carries ``new`` instead of ``old``."""
+    entries = tuple(replace(e, args=(*(a for a in e.args if a not in old and a not in new), *new)) if e.default
+                    or (not any(x.default for x in facts.boot.entries) and i == 0) else e
+                    for i, e in enumerate(facts.boot.entries))
+    owned_tokens = new if facts.boot.owned_file else facts.boot.owned_tokens
+    return replace(facts, boot=replace(facts.boot, entries=entries, owned_tokens=owned_tokens, trial_args=None))
+
+
+def trial_progress(facts: HostFacts, owned: Owned, views: tuple[NamespaceView, ...]) -> TrialView:
+    """Move an armed or running trial on with what this boot shows (``trial.advance``): commit it,
+    fail it, or leave it. The facts and the record returned are those after that step."""
+    trial = owned.trial
+    if trial.state not in (TrialState.PENDING, TrialState.RUNNING):
+        return TrialView(facts, owned)
+    failures = _verification(trial, facts, views)
+    seen = Observed(facts.boot_id, facts.cmdline.tokens, not failures, failures)
+    new, step = advance(trial, seen, now="")
+    lay, by = facts.boot.layout, facts.boot.detected_by
+    if step is Step.COMMIT:
+        act: Action = CommitTrial(summary=f"commit the trial boot: {' '.join(new.tokens) or '(no pmemd arguments)'} "
+                                  "become the default (every region verified)",
+                                  remove=tuple(t for t in trial.committed if t not in new.tokens), layout=lay,
+                                  detected_by=by, trial=new)
+        after = _with_default_tokens(facts, old=trial.committed, new=new.tokens)
+        return TrialView(after, replace(owned, trial=new, kernel_args=new.tokens), (act,))
+    if step is Step.DISARM:
+        act = FailTrial(summary=f"trial boot of {' '.join(trial.tokens)} failed: {new.reason}; the default keeps "
+                        f"{' '.join(trial.committed) or '(no pmemd arguments)'}", layout=lay, detected_by=by,
+                        trial=new)
+        return TrialView(replace(facts, boot=replace(facts.boot, trial_args=None)),
+                         replace(owned, trial=new, kernel_args=trial.committed), (act,))
+    return TrialView(facts, owned)
+
+
+def committed_tokens(facts: HostFacts, owned: Owned) -> tuple[str, ...]:
+    """pmemd's tokens in the default boot entry."""
+    default = set(facts.boot.default_args or ())
+    return tuple(t for t in owned.kernel_args if t in default)
+
+
+def trial_gate(config: Config, facts: HostFacts, owned: Owned, boot: BootArgs, *, retry: bool
+               ) -> tuple[BootArgs, str]:
+    """Whether pmemd's new tokens are written as the default or first booted once as a trial
+    (``settings.trial_boot``), or not at all (a trial of them failed). The boot arguments
+    returned carry the action that does it; the text says which and why."""
+    trial = owned.trial
+    sets = [a for a in boot.actions if isinstance(a, SetKernelArgs)]
+    committed = trial.committed if trial.state is TrialState.PENDING else committed_tokens(facts, owned)
+    if not sets:
+        if trial.state is TrialState.PENDING and trial.tokens != boot.desired:
+            end = EndTrial(summary=f"disarm the trial boot of {' '.join(trial.tokens)}: the config no longer asks "
+                           "for it", layout=facts.boot.layout, detected_by=facts.boot.detected_by,
+                           trial=replace(trial, state=TrialState.NONE, reason="the config changed back"))
+            return replace(boot, actions=(end,)), "no trial: the boot config already has the arguments"
+        return boot, ""
+    act = sets[0]
+    ok, why = may_arm(trial, act.add, retry=retry)
+    if not ok:
+        # The next boot is the committed one: the reboot gate compares the running kernel with that.
+        keep = replace(boot, actions=(), desired=committed,
+                       stale=tuple(t for t in (*boot.stale, *trial.tokens) if t not in committed))
+        if trial.state is TrialState.PENDING:
+            return replace(boot, actions=()), f"the next boot is a trial of {' '.join(trial.tokens)}"
+        return replace(keep, issues=(*boot.issues, Issue("warning", None, "settings.trial_boot", why))), why
+    use, error = decide(config.settings.trial_boot.value, facts.boot.trial_ok, facts.boot.trial_why)
+    if error:
+        return replace(boot, actions=(), issues=(*boot.issues, _error("settings.trial_boot", error))), error
+    if not use:
+        why = ("settings.trial_boot is never" if config.settings.trial_boot.value == "never"
+               else f"no trial boot: {facts.boot.trial_why}")
+        return boot, why
+    new = Trial(TrialState.PENDING, tokens=act.add, committed=committed, previous=trial.previous,
+                boot_id=facts.boot_id)
+    arm = ArmTrial(summary=f"arm a trial boot ({act.layout}): the next boot only tries "
+                   f"{' '.join(act.add) or '(no pmemd arguments)'}; the default keeps "
+                   f"{' '.join(committed) or '(no pmemd arguments)'}",
+                   layout=act.layout, detected_by=act.detected_by, trial=new, ranges=act.ranges)
+    return replace(boot, actions=(arm,)), f"the next boot is a trial: {facts.boot.trial_why}"
+
+
+def rollback_plan(facts: HostFacts, owned: Owned) -> tuple[tuple[Action, ...], str | None]:
+    """``pmemd rollback``: an armed trial is disarmed; otherwise the default goes back to the
+    tokens committed before the last trial commit, and those of the last one are not tried
+    again by themselves. (actions, or why there is nothing to roll back)."""
+    trial = owned.trial
+    lay, by = facts.boot.layout, facts.boot.detected_by
+    if trial.state is TrialState.PENDING:
+        return (EndTrial(summary=f"disarm the trial boot of {' '.join(trial.tokens)}", layout=lay, detected_by=by,
+                         trial=replace(trial, state=TrialState.FAILED, reason="disarmed by `pmemd rollback`")),), None
+    if trial.previous is None:
+        return (), ("no committed trial to roll back: pmemd keeps the arguments before a trial commit only "
+                    "(settings.trial_boot)")
+    current = committed_tokens(facts, owned) or trial.committed
+    back = trial.previous
+    layout = Layout(owned.backend) if owned.backend in tuple(Layout) else facts.boot.layout
+    sets = SetKernelArgs(summary=f"roll back the boot config ({layout}): {' '.join(back) or '(no pmemd arguments)'} "
+                         f"instead of {' '.join(current) or '(no pmemd arguments)'}", layout=layout,
+                         detected_by=facts.boot.detected_by, add=back,
+                         remove=tuple(t for t in current if t not in back))
+    record = EndTrial(summary=f"record the rollback: {' '.join(current)} are not tried again until the config "
+                      "changes or `pmemd apply --retry-trial`", disarm=False, layout=lay, detected_by=by,
+                      trial=replace(trial, state=TrialState.FAILED, tokens=current, committed=back, previous=None,
+                                    reason="rolled back by `pmemd rollback`"))
+    return (sets, record), None

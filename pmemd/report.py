@@ -13,6 +13,7 @@ from pmemd.actions import Kind, to_json
 from pmemd.config import Loaded, iter_leaves
 from pmemd.diagnose import Running
 from pmemd.plan import Assessment
+from pmemd.trial import Trial, TrialState
 from pmemd.units import human
 from pmemd.validate import Issue
 from pmemd.yamldoc import ConfigIssue
@@ -109,7 +110,16 @@ def plan_json(a: Assessment) -> dict[str, Any]:
         "issues": [issue_json(a.loaded, i) for i in p.issues],
         "namespaces": [asdict(v) for v in p.namespaces],
         "notes": list(p.notes),
+        "trial": {"next_boot": a.owned.trial.state is TrialState.PENDING or any(
+            x.kind is Kind.ARM_TRIAL for x in p.actions), "why": p.trial, **trial_json(a.owned.trial)},
     }
+
+
+def trial_json(t: Trial) -> dict[str, Any]:
+    """The last trial boot: ``"trial"`` of ``pmemd status --json`` (see pmemd(8))."""
+    return {"state": t.state.value, "since": t.since, "boot_id": t.boot_id, "trial_boot_id": t.trial_boot_id,
+            "tokens": list(t.tokens), "committed": list(t.committed),
+            "previous": None if t.previous is None else list(t.previous), "reason": t.reason}
 
 
 def plan_text(a: Assessment) -> str:
@@ -123,6 +133,8 @@ def plan_text(a: Assessment) -> str:
             out.append(f"  {'':<12} placement: {v.placement}")
     for note in p.notes:
         out.append(f"note: {note}")
+    if p.trial:
+        out.append(f"trial boot: {p.trial}")
     if p.errors:
         out.append("no changes planned: fix the errors above")
         return "\n".join(out)
@@ -162,6 +174,7 @@ def status_json(a: Assessment, log: list[dict[str, Any]]) -> dict[str, Any]:
             for v in a.plan.namespaces
         ],
         "pending_reboot": asdict(pending) if pending else None,
+        "trial": trial_json(a.owned.trial),
         "reboot_needed": a.plan.reboot_needed,
         "issues": [issue_json(a.loaded, i) for i in a.plan.issues],
         "pending_actions": [act.summary for act in a.plan.actions],
@@ -174,9 +187,15 @@ def summary_line(a: Assessment) -> str:
     p = a.plan
     if p.errors:
         return f"error: {issue_loc(a.loaded, p.errors[0].key)}{p.errors[0].message}"
+    trial = a.owned.trial
+    if trial.state is TrialState.FAILED and set(trial.tokens) <= set(p.desired_args):
+        kept = " ".join(trial.committed) or "no pmemd arguments"
+        return (f"trial boot failed: {trial.reason}; the default keeps {kept} (change the config or run "
+                "`pmemd apply --retry-trial`)")
     pending = a.owned.pending_reboot
     if pending is not None:
-        return f"reboot pending since {pending.since[:16].replace('T', ' ')}: {pending.reason}"
+        kind = "trial boot" if trial.state is TrialState.PENDING else "reboot"
+        return f"{kind} pending since {pending.since[:16].replace('T', ' ')}: {pending.reason}"
     if any(x.kind is Kind.SET_KERNEL_ARGS for x in p.actions):
         return "boot config not written yet: " + " ".join(p.desired_args) + " (pmemd apply)"
     if p.reboot_needed:
@@ -217,6 +236,10 @@ def status_text(a: Assessment, log: list[dict[str, Any]]) -> str:
     out.append(f"running args:   {_pmem_args(a.facts.cmdline.tokens)}")
     nxt = a.plan.next_boot_args
     out.append(f"next-boot args: {_pmem_args(nxt) if nxt is not None else 'unknown'}")
+    t = j["trial"]
+    if t["state"] != "none":
+        out.append(f"trial boot:     {t['state']} since {t['since']}: {' '.join(t['tokens']) or '(no pmemd arguments)'}"
+                   + (f" ({t['reason']})" if t["reason"] else ""))
     if j["pending_reboot"]:
         pr = j["pending_reboot"]
         out.append(f"pending reboot: since {pr['since']} (boot {pr['boot_id']}): {pr['reason']}"

@@ -134,6 +134,7 @@ def _trial(tr: dict[str, Any]) -> Trial:
     return Trial(
         state=TrialState(_str(tr.get("state", "none"), "trial.state")),
         tokens=_strs(tr.get("tokens", ()), "trial.tokens"), committed=_strs(tr.get("committed", ()), "trial.committed"),
+        previous=None if tr.get("previous") is None else _strs(tr["previous"], "trial.previous"),
         since=_opt_str(tr.get("since"), "trial.since"), boot_id=_opt_str(tr.get("boot_id"), "trial.boot_id"),
         trial_boot_id=_opt_str(tr.get("trial_boot_id"), "trial.trial_boot_id"),
         reason=_str(tr.get("reason", ""), "trial.reason"))

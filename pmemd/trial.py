@@ -1,12 +1,12 @@
 """Trial boots: new kernel arguments are booted once, verified, and only then committed. Pure.
 
-This module is the state machine and its rules; the layouts' pieces are ``bootloader.grub``'s
-grubenv script and ``bootloader.sdboot``'s trial entry. The planner and the executor do not use
-them yet: today every change of pmemd's tokens is written as the default for every boot.
+This module is the state machine and its rules; each layout module says whether it can boot a
+trial once (``BootConfig.trial_ok``) and carries out arming, committing and disarming
+(``bootloader.grub``: a grubenv state machine; ``bootloader.sdboot``: a trial entry booted through
+``LoaderEntryOneShot``). ``plan_boot`` turns the transitions into actions.
 
-In a trial, a change of pmemd's tokens is first armed as a one-shot boot (GRUB ``next_entry`` or a grubenv
-state machine, systemd-boot ``LoaderEntryOneShot``, a grubby ``--copy-default`` entry picked by
-``grub2-reboot``); the default entry keeps the committed arguments. The trial boot's command line
+In a trial, a change of pmemd's tokens is first armed as a one-shot boot; the default entry keeps
+the committed arguments. The trial boot's command line
 carries the committed arguments with pmemd's new tokens, ``panic=N`` (a panic resets into the
 default) and ``MARKER`` (so pmemd can tell the trial boot from any other).
 
@@ -26,8 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from pmemd.facts import Layout
-
 MARKER = "pmemd.trial=1"  # a dotted name: the kernel ignores it and does not pass it to init
 PANIC_SECONDS = 10
 
@@ -40,17 +38,12 @@ class TrialState(StrEnum):
     FAILED = "failed"
 
 
-class TrialMode(StrEnum):
-    AUTO = "auto"
-    ALWAYS = "always"
-    NEVER = "never"
-
-
 @dataclass(frozen=True)
 class Trial:
     state: TrialState = TrialState.NONE
     tokens: tuple[str, ...] = ()  # pmemd's tokens the trial boot carries
     committed: tuple[str, ...] = ()  # pmemd's tokens of the default entry while the trial runs
+    previous: tuple[str, ...] | None = None  # the committed tokens before the last commit (rollback)
     since: str | None = None  # ISO 8601 of the last transition
     boot_id: str | None = None  # the boot in which the trial was armed
     trial_boot_id: str | None = None  # the trial boot itself, once it ran
@@ -98,7 +91,7 @@ def advance(trial: Trial, seen: Observed, *, now: str) -> tuple[Trial, Step]:
             return replace(trial, state=TrialState.FAILED, since=now, reason="verification failed: "
                            + "; ".join(seen.failures or ("a region did not come up as declared",))), Step.DISARM
         return replace(trial, state=TrialState.COMMITTED, since=now, committed=trial.tokens,
-                       reason="every region verified in the trial boot"), Step.COMMIT
+                       previous=trial.committed, reason="every region verified in the trial boot"), Step.COMMIT
     return trial, Step.NOTHING
 
 
@@ -134,29 +127,26 @@ class Support:
     reason: str
 
 
-def support(layout: Layout, *, grub_abstractions: tuple[str, ...] = (), grub_fs: str | None = None,
-            grub_version: tuple[int, ...] | None = None) -> Support:
-    """Whether ``layout`` can boot a trial once and fall back by itself, and why (not)."""
-    if layout is Layout.SYSTEMD_BOOT:
-        return Support(True, "systemd-boot removes LoaderEntryOneShot before it boots the entry")
-    if layout in (Layout.GRUB, Layout.GRUB2_MKCONFIG, Layout.GRUBBY):
-        bad = [a for a in grub_abstractions if a in _UNWRITABLE_ABSTRACTIONS]
-        if bad:
-            return Support(False, f"/boot/grub is on {', '.join(bad)}: GRUB cannot write its grubenv there, "
-                           "so a one-shot boot would stay for good")
-        fs_ok = grub_fs not in _UNWRITABLE_FS or (grub_fs == "btrfs" and (grub_version or ()) >= (2, 14))
-        if not fs_ok:
-            return Support(False, f"/boot/grub is on {grub_fs}: GRUB cannot write its grubenv there, so a "
-                           "one-shot boot would stay for good")
-        return Support(True, "GRUB clears the one-shot in grubenv before the kernel starts")
-    return Support(False, f"no one-shot boot is known for the {layout} layout")
+def grubenv_support(*, abstractions: tuple[str, ...] = (), fs: str | None = None,
+                    grub_version: tuple[int, ...] | None = None) -> Support:
+    """Whether GRUB can write its grubenv where /boot/grub lives, so a one-shot ends by itself."""
+    bad = [a for a in abstractions if a in _UNWRITABLE_ABSTRACTIONS]
+    if bad:
+        return Support(False, f"/boot/grub is on {', '.join(bad)}: GRUB cannot write its grubenv there, "
+                       "so a one-shot boot would stay for good")
+    fs_ok = fs not in _UNWRITABLE_FS or (fs == "btrfs" and (grub_version or ()) >= (2, 14))
+    if not fs_ok:
+        return Support(False, f"/boot/grub is on {fs}: GRUB cannot write its grubenv there, so a "
+                       "one-shot boot would stay for good")
+    return Support(True, "GRUB marks the trial as tried in grubenv before the kernel starts")
 
 
-def decide(mode: TrialMode, sup: Support) -> tuple[bool, str | None]:
-    """(trial or not, an error for ``always`` on a layout without one-shot boots)."""
-    if mode is TrialMode.NEVER:
+def decide(mode: str, ok: bool, why: str) -> tuple[bool, str | None]:
+    """(trial or not, an error for ``always`` on a layout without one-shot boots).
+    ``mode`` is ``settings.trial_boot``: auto, always or never."""
+    if mode == "never":
         return False, None
-    if not sup.ok:
-        return False, (f"settings.trial_boot is always, but {sup.reason}; set trial_boot: auto or never"
-                       if mode is TrialMode.ALWAYS else None)
+    if not ok:
+        return False, (f"settings.trial_boot is always, but {why}; set trial_boot: auto or never"
+                       if mode == "always" else None)
     return True, None

@@ -79,7 +79,7 @@ def test_plan_json_shape(plain: HostTree) -> None:
     assert r.returncode == 2, r.stderr
     j = json.loads(r.stdout)
     assert j["format"] == 1
-    assert set(j) == {"format", "in_sync", "bootloader", "desired_args", "next_boot_args", "running_args",
+    assert set(j) == {"format", "in_sync", "bootloader", "desired_args", "next_boot_args", "running_args", "trial",
                       "reboot_needed", "actions", "after_reboot", "issues", "namespaces", "notes"}
     assert j["in_sync"] is False and j["reboot_needed"] is True
     assert j["bootloader"]["layout"] == "grub"
@@ -141,7 +141,7 @@ def test_status_text_and_json(plain: HostTree, capsys: pytest.CaptureFixture[str
     rc, out, _ = main(capsys, "--root", str(plain.path), "--config", EXAMPLE, "status", "--json")
     j = json.loads(out)
     assert j["format"] == 1
-    assert set(j) == {"format", "in_sync", "summary", "namespaces", "pending_reboot", "reboot_needed", "issues",
+    assert set(j) == {"format", "in_sync", "summary", "namespaces", "pending_reboot", "reboot_needed", "issues", "trial",
                       "pending_actions", "last_actions"}
     assert j["namespaces"][0] == {"name": "bulk", "desired": {"token": "memmap=512M!4G", "start": 4 * GIB,
                                                              "size": GIB // 2},

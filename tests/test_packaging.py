@@ -42,6 +42,10 @@ CATALOG_IDS = {
     "config-error": "93164677d78058ec92c07f36c00e855e",
     "pass": "b6a121cbe5ea510d9750a34b22065984",
     "verify-region": "d17039b27d125957a194be77d899a1c8",
+    "arm-trial": "d573ff228f884955a7b680fc994cfceb",
+    "commit-trial": "e8bbc9184c974594ad68e54a1b6d3c3b",
+    "fail-trial": "b7345ca25e7a4c0b808baaa30eaa7a53",
+    "end-trial": "39a5530df4454a479e502ed7d55a5fc4",
 }
 
 
@@ -435,7 +439,7 @@ def test_completion_matches_the_cli(tmp_path: Path) -> None:
     (tmp_path / "pmem-test.yaml").write_text("version: 1\n")
     assert _complete(["pmemd", "--root", str(tmp_path / "ro")]) == [str(tmp_path / "rootdir")]
     assert _complete(["pmemd", "--config", str(tmp_path / "pmem-")]) == [str(tmp_path / "pmem-test.yaml")]
-    assert _complete(["pmemd", "apply", "--json", "--"]) == ["--dry-run", "--help"]
+    assert _complete(["pmemd", "apply", "--json", "--"]) == ["--dry-run", "--retry-trial", "--help"]
 
 
 # Options that put the service in a mount namespace of its own, so its mounts would be invisible

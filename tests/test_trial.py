@@ -11,19 +11,17 @@ import pytest
 from pmemd import state as st
 from pmemd.bootloader import grub, sdboot
 from pmemd.bootloader.syntax import parse_bls_entry, parse_grub_cfg
-from pmemd.facts import Layout
+from pmemd.model import TrialBoot
 from pmemd.trial import (
     MARKER,
     Observed,
     Step,
-    Support,
     Trial,
-    TrialMode,
     TrialState,
     advance,
     decide,
+    grubenv_support,
     may_arm,
-    support,
     trial_cmdline,
 )
 
@@ -105,24 +103,19 @@ def test_trial_cmdline_replaces_pmemds_tokens_and_adds_panic_and_marker() -> Non
 ])
 def test_grub_support_follows_where_grubenv_lives(abstractions: tuple[str, ...], fs: str,
                                                   version: tuple[int, ...], ok: bool) -> None:
-    sup = support(Layout.GRUB, grub_abstractions=abstractions, grub_fs=fs, grub_version=version)
+    sup = grubenv_support(abstractions=abstractions, fs=fs, grub_version=version)
     assert sup.ok is ok
     if not ok:
         assert "cannot write its grubenv" in sup.reason
 
 
-def test_systemd_boot_supports_trials_and_unknown_does_not() -> None:
-    assert support(Layout.SYSTEMD_BOOT).ok
-    assert not support(Layout.UNKNOWN).ok
-
-
 def test_decide_by_mode() -> None:
-    yes, no = Support(True, "fine"), Support(False, "/boot/grub is on lvm")
-    assert decide(TrialMode.AUTO, yes) == (True, None)
-    assert decide(TrialMode.AUTO, no) == (False, None)
-    assert decide(TrialMode.NEVER, yes) == (False, None)
-    trial, error = decide(TrialMode.ALWAYS, no)
-    assert not trial and error is not None and "/boot/grub is on lvm" in error
+    assert decide(TrialBoot.AUTO, True, "fine") == (True, None)
+    assert decide(TrialBoot.AUTO, False, "/boot/grub is on lvm") == (False, None)
+    assert decide(TrialBoot.NEVER, True, "fine") == (False, None)
+    assert decide(TrialBoot.ALWAYS, True, "fine") == (True, None)
+    trial, error = decide(TrialBoot.ALWAYS, False, "/boot/grub is on lvm")
+    assert not trial and error is not None and "/boot/grub is on lvm" in error and "trial_boot" in error
 
 
 def test_the_trial_survives_the_state_file() -> None:

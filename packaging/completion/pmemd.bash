@@ -14,7 +14,7 @@ _pmemd()
         cword=$COMP_CWORD
     fi
 
-    local commands="validate config plan status apply reset daemon schema"
+    local commands="validate config plan status apply rollback reset daemon schema"
     local global_opts="--root --config --version --help -h"
 
     # --root DIR / --config PATH, also as --root=DIR (split at '=' by bash when
@@ -70,8 +70,8 @@ _pmemd()
 
     local opts="--help"
     case $command in
-        config | plan | status | reset) opts="--json --help" ;;
-        apply) opts="--dry-run --json --help" ;;
+        config | plan | status | reset | rollback) opts="--json --help" ;;
+        apply) opts="--dry-run --json --retry-trial --help" ;;
         validate) opts="--dropin --as --help" ;;
         daemon | schema) opts="--help" ;;
         *) return ;;

@@ -2,8 +2,10 @@
 
 A layout module owns everything about its layout: the evidence that detects it, reading the
 files that hold the next-boot arguments (pure parsers in ``syntax``), writing pmemd's tokens,
-regenerating what the boot loader reads, and removing exactly pmemd's tokens (``write`` with
-nothing desired). ``LAYOUTS`` lists them in detection order; ``settings.bootloader`` can force
+regenerating what the boot loader reads, removing exactly pmemd's tokens (``write`` with
+nothing desired), and, where the boot loader can boot an entry once and fall back by itself,
+arming a trial boot (``arm_trial``; ``read`` says whether it can, and what is armed).
+``LAYOUTS`` lists them in detection order; ``settings.bootloader`` can force
 one. The rest of pmemd talks only to this protocol. Adding a layout is one new module and one
 line in ``_registry``.
 """
@@ -37,7 +39,14 @@ class BootLayout(Protocol):
         ...
 
     def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
-        """Make the boot config carry ``desired`` and none of ``remove``, then regenerate."""
+        """Make the boot config carry ``desired`` and none of ``remove`` for every boot, then
+        regenerate. Whatever a trial boot armed is removed (a commit, a disarm, any change)."""
+        ...
+
+    def arm_trial(self, fx: HostEffects, *, committed: tuple[str, ...], tokens: tuple[str, ...]) -> None:
+        """Make the next boot only (see ``pmemd.trial``) run ``tokens`` instead of pmemd's
+        ``committed`` ones, with ``panic=`` and the trial marker; the default stays as it is.
+        Layouts without one-shot boots (``BootConfig.trial_ok`` False) raise BootLoaderError."""
         ...
 
     def regenerate(self, fx: HostEffects) -> None:
@@ -79,6 +88,13 @@ def read_boot_config(root: Root, forced: str | None = None) -> BootConfig:
     if name is Layout.UNKNOWN:
         return BootConfig(name, why)
     return layout(name).read(root, detected_by=why)
+
+
+SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
+
+
+def has_tool(root: Root, name: str) -> bool:
+    return any(root.exists(f"{d}/{name}") for d in SBIN_DIRS)
 
 
 def check(result: Result) -> Result:

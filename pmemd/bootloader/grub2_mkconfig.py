@@ -93,6 +93,9 @@ def _without(parts: list[str], gone: set[str]) -> str:
     return "".join(out)
 
 
+TRIAL_WHY = "trial boots on the grub2-mkconfig layout are not implemented"
+
+
 class Grub2Mkconfig:
     name = Layout.GRUB2_MKCONFIG
 
@@ -109,7 +112,7 @@ class Grub2Mkconfig:
         else:
             entries = parse_grub_cfg(cfg, root.read_text(cfg) or "", None)
             notes = (*notes, f"grub2-mkconfig writes {why}")
-        return BootConfig(self.name, detected_by, entries, notes, problems=problems)
+        return BootConfig(self.name, detected_by, entries, notes, problems=problems, trial_why=TRIAL_WHY)
 
     def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
         argv = _mkconfig_argv(fx)  # refuses before anything is written
@@ -123,6 +126,9 @@ class Grub2Mkconfig:
         if new != text:
             fx.write(DEFAULT_GRUB, new)
         check(fx.run(argv, chroot=True))
+
+    def arm_trial(self, fx: HostEffects, *, committed: tuple[str, ...], tokens: tuple[str, ...]) -> None:
+        raise BootLoaderError(TRIAL_WHY)
 
     def regenerate(self, fx: HostEffects) -> None:
         check(fx.run(_mkconfig_argv(fx), chroot=True))

@@ -13,20 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pmemd.bootloader import BootLoaderError, bls_files, check, grubenv, kernel_cmdline_note
+from pmemd.bootloader import BootLoaderError, bls_files, check, grubenv, has_tool, kernel_cmdline_note
 from pmemd.bootloader.syntax import parse_bls_entries, parse_grub_cfg
 from pmemd.facts import BootConfig, BootEntry, Layout
 from pmemd.fsroot import Root
 
 if TYPE_CHECKING:  # the effects (and ctypes) load only when a boot config is written
     from pmemd.effects import HostEffects
-
-SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
-
-
-def has_tool(root: Root, name: str) -> bool:
-    return any(root.exists(f"{d}/{name}") for d in SBIN_DIRS)
-
 
 def read_rhel_entries(root: Root) -> tuple[BootEntry, ...]:
     """The BLS entries of ``/boot/loader/entries``, or the entries of ``/boot/grub2/grub.cfg``."""
@@ -51,6 +44,9 @@ def foreign_memmap(entries: tuple[BootEntry, ...], *, mine: tuple[str, ...]) -> 
     return next(iter(per_entry), ())
 
 
+TRIAL_WHY = "trial boots through grubby (a --copy-default entry booted once with grub2-reboot) are not implemented"
+
+
 class Grubby:
     name = Layout.GRUBBY
 
@@ -63,7 +59,8 @@ class Grubby:
 
     def read(self, root: Root, *, detected_by: str) -> BootConfig:
         notes, problems = kernel_cmdline_note(root)
-        return BootConfig(self.name, detected_by, read_rhel_entries(root), notes, problems=problems)
+        return BootConfig(self.name, detected_by, read_rhel_entries(root), notes, problems=problems,
+                          trial_why=TRIAL_WHY)
 
     def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
         argv = ["grubby", "--update-kernel=ALL"]
@@ -76,6 +73,9 @@ class Grubby:
             argv.append("--args=" + " ".join((*keep, *desired)))
         if len(argv) > 2:
             check(fx.run(argv, chroot=True))
+
+    def arm_trial(self, fx: HostEffects, *, committed: tuple[str, ...], tokens: tuple[str, ...]) -> None:
+        raise BootLoaderError(TRIAL_WHY)
 
     def regenerate(self, fx: HostEffects) -> None:
         """Nothing to regenerate: grubby edits the entries directly."""

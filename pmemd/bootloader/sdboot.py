@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING
 
-from pmemd.bootloader import BootLoaderError, bls_files, kernel_cmdline_note
+from pmemd.bootloader import BootLoaderError, bls_files, check, has_tool, kernel_cmdline_note
 from pmemd.bootloader.syntax import (
     parse_bls_entries,
     parse_bls_entry,
@@ -79,6 +79,16 @@ def trial_may_become_default(loader_default: str | None) -> bool:
     return any(fnmatch.fnmatchcase(name, loader_default) for name in (TRIAL_ENTRY, TRIAL_ENTRY.removesuffix(".conf")))
 
 
+EFIVARS = "/sys/firmware/efi/efivars"
+
+
+def _default_entry(entries: list[tuple[str, str]], loader_default: str | None) -> tuple[str, str] | None:
+    """(path, text) of the entry systemd-boot boots by default (``parse_bls_entries``' choice)."""
+    parsed = parse_bls_entries(entries, {}, loader_default)
+    chosen = next((e for e in parsed if e.default), parsed[0] if parsed else None)
+    return next(((p, t) for p, t in entries if chosen is not None and p == chosen.source), None)
+
+
 class SystemdBoot:
     name = Layout.SYSTEMD_BOOT
 
@@ -86,16 +96,32 @@ class SystemdBoot:
         esp = find_esp(root)
         return f"{esp}/loader/loader.conf (systemd-boot)" if esp else None
 
+    def _entries(self, root: Root, esp: str) -> list[tuple[str, str]]:
+        """The loader entries pmemd edits: every one but its own trial entry."""
+        return [(p, t) for p, t in bls_files(root, f"{esp}/loader/entries") if not p.endswith("/" + TRIAL_ENTRY)]
+
     def read(self, root: Root, *, detected_by: str) -> BootConfig:
         esp = find_esp(root) or "/boot"
         loader = parse_bls_entry(root.read_text(f"{esp}/loader/loader.conf") or "")
-        entries = parse_bls_entries(bls_files(root, f"{esp}/loader/entries"), {}, loader.get("default"))
+        entries = parse_bls_entries(self._entries(root, esp), {}, loader.get("default"))
         notes, problems = kernel_cmdline_note(root)
-        return BootConfig(self.name, detected_by, entries, notes, problems=problems)
+        trial = root.read_text(f"{esp}/loader/entries/{TRIAL_ENTRY}")
+        armed = tuple(parse_bls_entry(trial).get("options", "").split()) if trial is not None else None
+        if trial_may_become_default(loader.get("default")):
+            ok, why = False, (f"loader.conf's default {loader.get('default')!r} would also match the trial "
+                              f"entry {TRIAL_ENTRY}")
+        elif not has_tool(root, "bootctl"):
+            ok, why = False, "bootctl (which sets the one-shot EFI variable) is not installed"
+        elif not root.is_dir(EFIVARS):
+            ok, why = False, f"{EFIVARS} is missing: the one-shot EFI variable cannot be set"
+        else:
+            ok, why = True, "systemd-boot removes LoaderEntryOneShot before it boots the entry"
+        return BootConfig(self.name, detected_by, entries, notes, problems=problems, trial_ok=ok, trial_why=why,
+                          trial_args=armed)
 
     def write(self, fx: HostEffects, *, desired: tuple[str, ...], remove: tuple[str, ...]) -> None:
         esp = find_esp(fx.root)
-        entries = bls_files(fx.root, f"{esp}/loader/entries") if esp else []
+        entries = self._entries(fx.root, esp) if esp else []
         if not entries:
             raise BootLoaderError("no systemd-boot entries found under /efi, /boot or /boot/efi loader/entries")
         current = fx.root.read_text(KERNEL_CMDLINE)
@@ -111,6 +137,20 @@ class SystemdBoot:
         fx.write(KERNEL_CMDLINE, render_kernel_cmdline_file((*kept, *desired)))
         for path, text in entries:
             fx.write(path, edit_options(text, desired, remove))
+        # No trial (any more). A LoaderEntryOneShot still naming it finds no entry: systemd-boot
+        # then boots the default.
+        fx.remove(f"{esp}/loader/entries/{TRIAL_ENTRY}")
+
+    def arm_trial(self, fx: HostEffects, *, committed: tuple[str, ...], tokens: tuple[str, ...]) -> None:
+        esp = find_esp(fx.root)
+        if esp is None:
+            raise BootLoaderError("no systemd-boot loader.conf found under /efi, /boot or /boot/efi")
+        loader = parse_bls_entry(fx.root.read_text(f"{esp}/loader/loader.conf") or "")
+        default = _default_entry(self._entries(fx.root, esp), loader.get("default"))
+        if default is None:
+            raise BootLoaderError(f"no systemd-boot entries found under {esp}/loader/entries")
+        fx.write(f"{esp}/loader/entries/{TRIAL_ENTRY}", trial_entry(default[1], committed=committed, tokens=tokens))
+        check(fx.run(["bootctl", "set-oneshot", TRIAL_ENTRY], chroot=True))
 
     def regenerate(self, fx: HostEffects) -> None:
         """Nothing to regenerate: entries are read by the boot loader as they are."""

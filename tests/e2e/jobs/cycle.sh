@@ -1,6 +1,8 @@
 # pmemd's full cycle on a real kernel, run by test_cycle.py as the harness job on every boot of
 # one GRUB-booted guest with a QEMU NVDIMM (see tests/e2e/README.md for the job protocol).
 # The shared helpers (ev, wait_status, write_config, the namespaces ...) are in lib.sh.
+# These cycles prove the direct write of the default entry (trial boots: jobs/trial-cycle.sh).
+TRIAL_BOOT=never
 . "$HARNESS_FILES/lib.sh"
 
 # the block device of the QEMU NVDIMM (nd bus provider ACPI.NFIT)

@@ -137,4 +137,10 @@ install_package() {
     wait_status 'in sync*' 60 empty
     ev etc-config cat /etc/pmem.yaml
     ev tmpfiles stat -c '%F %a %U:%G %n' /run/pmem.d /var/lib/pmemd
+    # TRIAL_BOOT (set by a job before it sources this file): settings.trial_boot, from a drop-in,
+    # so the line numbers of /etc/pmem.yaml stay what the tests expect
+    if [ -n "${TRIAL_BOOT:-}" ]; then
+        mkdir -p /etc/pmem.d
+        printf 'version: 1\nsettings:\n  trial_boot: %s\n' "$TRIAL_BOOT" >/etc/pmem.d/40-e2e-trial-boot.yaml
+    fi
 }
