@@ -237,8 +237,12 @@ def rollback_plan(facts: HostFacts, owned: Owned) -> tuple[tuple[Action, ...], s
                          f"instead of {' '.join(current) or '(no pmemd arguments)'}", layout=layout,
                          detected_by=facts.boot.detected_by, add=back,
                          remove=tuple(t for t in current if t not in back))
-    record = EndTrial(summary=f"record the rollback: {' '.join(current)} are not tried again until the config "
+    # Not tried again by itself: what was rolled back, or, after a failed trial, what failed.
+    failed = trial.state is TrialState.FAILED
+    sticky = trial.tokens if failed else current
+    reason = f"{trial.reason}; then rolled back by `pmemd rollback`" if failed else "rolled back by `pmemd rollback`"
+    record = EndTrial(summary=f"record the rollback: {' '.join(sticky)} are not tried again until the config "
                       "changes or `pmemd apply --retry-trial`", disarm=False, layout=lay, detected_by=by,
-                      trial=replace(trial, state=TrialState.FAILED, tokens=current, committed=back, previous=None,
-                                    reason="rolled back by `pmemd rollback`"))
+                      trial=replace(trial, state=TrialState.FAILED, tokens=sticky, committed=back, previous=None,
+                                    reason=reason))
     return (sets, record), None

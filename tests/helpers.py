@@ -321,14 +321,15 @@ class HostTree:
         FakeUpdateGrub(self.path)(("update-grub",))
         return self
 
-    def reboot(self, boot_id: str) -> tuple[str, ...]:
-        """Simulate the next boot: the kernel gets the boot loader's default entry, makes one e820
-        region (pmemN, blank) per memmap=!, and pmem mounts are gone. Returns the new cmdline."""
+    def reboot(self, boot_id: str, args: Sequence[str] | None = None) -> tuple[str, ...]:
+        """Simulate the next boot: the kernel gets ``args`` (default: the boot loader's default
+        entry), makes one e820 region (pmemN, blank) per memmap=!, and pmem mounts are gone.
+        Returns the new cmdline."""
         from pmemd.bootloader import read_boot_config
         from pmemd.fsroot import Root
         from pmemd.parse import parse_cmdline
 
-        args = read_boot_config(Root(self.path)).default_args or ()
+        args = tuple(args) if args is not None else read_boot_config(Root(self.path)).default_args or ()
         self.cmdline(" ".join(("BOOT_IMAGE=/boot/vmlinuz", *args)))
         self.boot_id(boot_id)
         for d in ("sys/bus/nd", "sys/block", "sys/devices/platform/e820_pmem"):
@@ -446,7 +447,9 @@ class FakeUpdateGrub:
     rewrites every ``linux`` line of the tree's existing /boot/grub/grub.cfg the way
     /etc/grub.d/10_linux builds it: ``root=… ro ${GRUB_CMDLINE_LINUX} ${GRUB_CMDLINE_LINUX_DEFAULT}``
     for normal entries, ``root=… ro ${GRUB_CMDLINE_LINUX_RECOVERY} ${GRUB_CMDLINE_LINUX}`` for
-    "(recovery mode)" entries. ``forget`` simulates a broken generator that drops tokens;
+    "(recovery mode)" entries. Like grub-mkconfig it also puts the output of pmemd's executable
+    /etc/grub.d/01_pmemd (run with the real /bin/sh) right after 00_header's section, between
+    ``### BEGIN``/``### END`` lines. ``forget`` simulates a broken generator that drops tokens;
     ``returncode`` a failing one.
     """
 
@@ -479,10 +482,53 @@ class FakeUpdateGrub:
             else:
                 out.append(line)
         try:
-            cfg.write_text("\n".join(out) + "\n")
+            cfg.write_text(_with_grub_d_script(self.tree, "\n".join(out) + "\n"))
         except OSError as exc:  # e.g. /boot read-only: what grub-mkconfig says then
             return 1, "", f"/usr/sbin/grub-mkconfig: 1: cannot create /boot/grub/grub.cfg.new: {exc.strerror}\n"
         return 0, "", "Generating grub configuration file ...\ndone\n"
+
+
+def _with_grub_d_script(tree: Path, cfg: str, name: str = "01_pmemd") -> str:
+    """grub.cfg with the section of /etc/grub.d/NAME (if executable) after 00_header's, as
+    grub-mkconfig writes it; an old section of it is dropped first."""
+    begin, end = f"### BEGIN /etc/grub.d/{name} ###", f"### END /etc/grub.d/{name} ###"
+    lines = cfg.splitlines()
+    if begin in lines:
+        lines = lines[:lines.index(begin)] + lines[lines.index(end) + 2:]  # the section and its blank line
+    script = tree / "etc/grub.d" / name
+    if script.exists() and os.access(script, os.X_OK):
+        made = subprocess.run(["/bin/sh", str(script)], capture_output=True, text=True, check=True, timeout=30)
+        at = lines.index("### END /etc/grub.d/00_header ###") + 1
+        lines[at:at] = ["", begin, *made.stdout.splitlines(), end]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class FakeGrubEditenv:
+    """FAKE of ``grub-editenv FILE set|unset|list`` (Debian's grub-common is not installed here):
+    a GRUB environment block is ``# GRUB Environment Block`` plus ``name=value`` lines, padded
+    with ``#`` to 1024 bytes. ``returncode`` simulates a failing one."""
+
+    tree: Path
+    returncode: int = 0
+
+    def __call__(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
+        if self.returncode:
+            return self.returncode, "", "grub-editenv: error: simulated failure\n"
+        i = argv.index("grub-editenv")
+        path, op, args = self.tree / argv[i + 1].lstrip("/"), argv[i + 2], argv[i + 3:]
+        env = dict(ln.split("=", 1) for ln in (path.read_text() if path.exists() else "").splitlines()
+                   if "=" in ln and not ln.startswith("#"))
+        if op == "set":
+            env.update(a.partition("=")[::2] for a in args)
+        elif op == "unset":
+            for a in args:
+                env.pop(a, None)
+        elif op == "list":
+            return 0, "".join(f"{k}={v}\n" for k, v in env.items()), ""
+        body = "# GRUB Environment Block\n" + "".join(f"{k}={v}\n" for k, v in env.items())
+        path.write_text(body + "#" * (1024 - len(body)))
+        return 0, "", ""
 
 
 def _grubby_update(args: list[str], add: list[str], remove: list[str]) -> list[str]:

@@ -141,8 +141,8 @@ def test_status_text_and_json(plain: HostTree, capsys: pytest.CaptureFixture[str
     rc, out, _ = main(capsys, "--root", str(plain.path), "--config", EXAMPLE, "status", "--json")
     j = json.loads(out)
     assert j["format"] == 1
-    assert set(j) == {"format", "in_sync", "summary", "namespaces", "pending_reboot", "reboot_needed", "issues", "trial",
-                      "pending_actions", "last_actions"}
+    assert set(j) == {"format", "in_sync", "summary", "namespaces", "pending_reboot", "reboot_needed", "issues",
+                      "trial", "pending_actions", "last_actions"}
     assert j["namespaces"][0] == {"name": "bulk", "desired": {"token": "memmap=512M!4G", "start": 4 * GIB,
                                                              "size": GIB // 2},
                                   "configured": False, "running": "declared", "device": None, "mount": None,

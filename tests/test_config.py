@@ -138,7 +138,8 @@ def test_unknown_key_lists_the_allowed_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("yaml_text", "allowed"), [
     ("setings: {}\n", "version, settings, namespaces"),
-    ("settings: {reboots: never}\n", "reboot, reboot_window, bootloader, trial_boot, min_free_ram, kaslr, resync_interval"),
+    ("settings: {reboots: never}\n",
+     "reboot, reboot_window, bootloader, trial_boot, min_free_ram, kaslr, resync_interval"),
     ("namespaces:\n  a:\n    size: 1G\n    mount: {path: /p, opts: []}\n", "path, options"),
     ("namespaces:\n  a:\n    size: 1G\n    filesystem: {type: xfs, lable: x}\n", "type, label, options"),
 ])

@@ -207,6 +207,16 @@ def test_rollback_after_a_commit_writes_the_previous_tokens_and_remembers_not_to
     assert nth(p, 0, Reboot).removed == (TOK2,)
 
 
+def test_rollback_after_a_failed_trial_keeps_the_failed_tokens_refused() -> None:
+    failed = Trial(TrialState.FAILED, tokens=("memmap=256M!7G", TOK2, TOK), committed=(TOK2, TOK), previous=(TOK,),
+                   reason="verification failed: spare: no device")
+    facts = trial_ok(make_facts(cmdline=f"root=/dev/vda1 ro {TOK2} {TOK}", owned_tokens=(TOK2, TOK)))
+    (sets, record), _ = rollback_plan(facts, Owned(kernel_args=(TOK2, TOK), backend="grub", trial=failed))
+    assert isinstance(sets, SetKernelArgs) and sets.add == (TOK,)
+    assert isinstance(record, EndTrial) and record.trial.tokens == failed.tokens and record.trial.committed == (TOK,)
+    assert record.trial.reason == "verification failed: spare: no device; then rolled back by `pmemd rollback`"
+
+
 def test_rollback_disarms_an_armed_trial() -> None:
     (end,), why = rollback_plan(committed_host(), owned_during_trial())
     assert why is None and isinstance(end, EndTrial) and end.disarm and end.trial.state is TrialState.FAILED

@@ -96,7 +96,8 @@ def build_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def load_result(out: Path) -> guest.RunResult:
     """A finished run's result directory, read back (run.json + the unpacked files)."""
     meta = json.loads((out / "run.json").read_text())
-    boots = [guest.BootInfo(b["n"], b["seconds"], b["end"], out / f"console-boot{b['n']}.log") for b in meta["boots"]]
+    boots = [guest.BootInfo(b["n"], b["seconds"], b["end"], out / f"console-boot{b['n']}.log",
+                            job_boot=b.get("job_boot", b["n"]), panic_at=b.get("panic_at")) for b in meta["boots"]]
     return guest.RunResult(out, meta["accel"], meta["mode"], boots)
 
 

@@ -7,7 +7,7 @@ CLI::
     python3 tests/e2e/guest.py probe                   # which accelerator (kvm|tcg) works
     python3 tests/e2e/guest.py run --job job.sh [--file F ...] [--append 'memmap=1G!5G']
                                [--grub | --mode uefi-grub|sdboot] [--channel 9p|disk]
-                               [--nvdimm 1G] [--out DIR]
+                               [--nvdimm 1G] [--out DIR] [--expect-panic REGEX]
 
 API (for pytest)::
 
@@ -22,6 +22,23 @@ another boot; the default is power-off). QEMU always runs with -no-reboot on a
 throw-away qcow2 overlay of the cached disk; a guest reboot ends the qemu process
 with "reboot: Restarting system" on the console, and the harness starts qemu again
 on the same overlay. "reboot: Power down" ends the run.
+
+Kernel panics: by default any "Kernel panic - not syncing" on the console raises GuestPanic
+3 s later (a TCG artefact; run_job retries the whole run). With run_job(expect_panic=REGEX),
+a panic in a boot whose console output so far matches REGEX (e.g.
+r"[Cc]ommand line:.*pmemd\\.trial=1" with loglevel=6, or r"sysrq: Trigger a crash") is expected:
+the harness waits for qemu to exit by itself (the kernel resets after `panic=N` seconds and
+-no-reboot turns the reset into an exit; bounded by the boot timeout), records that boot's
+BootInfo.end as "panic" and starts the next boot on the same overlay (and OVMF VARS copy),
+as after a reboot.
+
+Boot numbers: BootInfo.number counts qemu starts (console-boot<N>.log); the job files
+(job-boot<k>.rc/.log, anything the job names after $HARNESS_BOOT) are numbered by the guest's
+own counter HARNESS_BOOT, which advances only when harness-run starts. A boot that panics before
+the job runs leaves HARNESS_BOOT where it was, so from then on the two differ:
+BootInfo.job_boot is the HARNESS_BOOT of each qemu boot (None if the job never started),
+RunResult.job_boot(n) / .job_boots / .non_panic_boots map between them, and rc(k) / job_log(k)
+take HARNESS_BOOT numbers.
 
 Boot modes (MODES): "kernel" (direct -kernel/-initrd of the BIOS image), "grub" (SeaBIOS,
 GRUB from the MBR), "uefi-grub" (OVMF, GRUB EFI from the ESP's removable path), "sdboot"
@@ -73,6 +90,10 @@ PROBE_SECONDS = 25.0
 RE_RESTART = re.compile(r"reboot: Restarting system")
 RE_POWEROFF = re.compile(r"reboot: Power down")
 RE_PANIC = re.compile(r"Kernel panic - not syncing")
+# harness-run's first console line of a boot: which HARNESS_BOOT this qemu boot is
+RE_JOB_BOOT = re.compile(r"HARNESS: boot (\d+): job runner started")
+# an unexpected panic fails the boot this long after it is seen (the oops text is complete)
+PANIC_GRACE = 3.0
 # ANSI CSI sequences (incl. "ESC [ ! p") and OSC sequences (ESC ] 104 BEL) from systemd/getty
 RE_ANSI = re.compile(r"\x1b\[[0-9;?!]*[A-Za-z]|\x1b\][0-9;]*[^\x07\x1b]*(?:\x07|\x1b\\)?")
 
@@ -106,7 +127,10 @@ class GuestError(RuntimeError):
 
 
 class GuestPanic(GuestError):
-    """The guest kernel panicked (seen now and then under TCG; the run is retried)."""
+    """The guest kernel panicked unexpectedly (seen now and then under TCG; the run is retried).
+
+    A panic that run_job(expect_panic=...) matched is not raised: that boot ends as "panic".
+    """
 
 
 def skip_reason(mode: str = "grub") -> str | None:
@@ -180,6 +204,13 @@ class Console:
 
     def last_event(self) -> str | None:
         return self.events[-1][1] if self.events else None
+
+    def panic_at(self) -> float | None:
+        """Seconds after qemu's start when the first 'Kernel panic - not syncing' came."""
+        return next((t for t, ev in list(self.events) if ev == "panic"), None)
+
+    def text(self) -> str:
+        return "\n".join(list(self.lines))
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.lines[-n:])
@@ -283,10 +314,26 @@ def accel(image: Image | None = None) -> str:
 
 @dataclass
 class BootInfo:
+    """One qemu process of a run.
+
+    number: qemu boot number, 1, 2, ... (console-boot<number>.log).
+    end: "restart" ("reboot: Restarting system"), "poweroff" ("reboot: Power down", the last
+        boot) or "panic": a kernel panic that run_job's expect_panic matched, after which qemu
+        exited by itself (the kernel's panic=N reset under -no-reboot); the run goes on with
+        the next boot on the same overlay. An unexpected panic never ends up here: GuestPanic.
+    job_boot: the guest's HARNESS_BOOT in this boot, read from harness-run's "HARNESS: boot <k>:
+        job runner started" console line; None when that line is missing: the job runner never
+        started (a boot that panicked, or was rebooted, before harness-job.service). The job's
+        files (job-boot<k>.rc, b<k>-*) use k.
+    panic_at: seconds after qemu's start when "Kernel panic - not syncing" appeared (end "panic").
+    """
+
     number: int
     seconds: float
-    end: str  # "restart" | "poweroff"
+    end: str  # "restart" | "poweroff" | "panic"
     console: Path
+    job_boot: int | None = None
+    panic_at: float | None = None
 
 
 @dataclass
@@ -304,12 +351,29 @@ class RunResult:
         return (self.out / name).read_text()
 
     def rc(self, boot: int) -> int | None:
+        """The job's exit code in HARNESS_BOOT `boot` (job-boot<boot>.rc); same as the qemu boot
+        number unless a boot ended in an expected panic before the job ran (see job_boot())."""
         p = self.out / f"job-boot{boot}.rc"
         return int(p.read_text().strip()) if p.exists() else None
 
     def job_log(self, boot: int) -> str:
+        """The job's output in HARNESS_BOOT `boot` (job-boot<boot>.log)."""
         p = self.out / f"job-boot{boot}.log"
         return p.read_text(errors="replace") if p.exists() else ""
+
+    def job_boot(self, qemu_boot: int) -> int | None:
+        """HARNESS_BOOT of qemu boot `qemu_boot` (None: the job never ran in it)."""
+        return next(b.job_boot for b in self.boots if b.number == qemu_boot)
+
+    @property
+    def job_boots(self) -> list[int]:
+        """The HARNESS_BOOT numbers the job ran with, in order (what rc()/job_log() take)."""
+        return [b.job_boot for b in self.boots if b.job_boot is not None]
+
+    @property
+    def non_panic_boots(self) -> list[int]:
+        """qemu boot numbers whose end was not "panic" (the boots that ran the job to its end)."""
+        return [b.number for b in self.boots if b.end != "panic"]
 
     @property
     def seconds(self) -> float:
@@ -357,7 +421,8 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike[str]] = (), mode: 
             qemu_args: Sequence[str] = (), mem: str = DEFAULT_MEM, smp: int | None = None,
             boot_timeout: float | None = None, max_boots: int = 4,
             out_dir: str | os.PathLike[str] | None = None, image: Image | None = None,
-            verbose: bool | None = None, panic_retries: int | None = None) -> RunResult:
+            verbose: bool | None = None, panic_retries: int | None = None,
+            expect_panic: str | re.Pattern[str] | None = None) -> RunResult:
     """Boot the guest, run `script` as job.sh on every boot, return the collected out/.
 
     mode: "kernel" = direct kernel boot (-kernel/-initrd/-append, `append` is added to
@@ -368,15 +433,25 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike[str]] = (), mode: 
     channel: "9p" (virtio-9p share) or "disk" (a second virtio disk labelled HARNESS).
     nvdimm: size of a QEMU NVDIMM to add (e.g. "1G"), backed by a sparse temp file.
     out_dir: where to put the results (created; default: a new /tmp/pmemd-e2e-out-*).
-    Raises GuestError on a boot timeout, a kernel panic, more than max_boots boots or
-    a qemu exit without a reboot/power-down line. Job failures are NOT raised: check
-    result.rc(n).
+    Raises GuestError on a boot timeout, an unexpected kernel panic (GuestPanic), more than
+    max_boots boots or a qemu exit without a reboot/power-down line. Job failures are NOT
+    raised: check result.rc(n).
     smp: guest CPUs; default 1 under TCG, 2 under KVM (env PMEMD_E2E_SMP). With -smp 2 under
     TCG the trixie kernel oopsed at random in early boot (on a secondary CPU, or an `int3`
     from kernel text patching), 3 times in about 60 boots; none with -smp 1.
     panic_retries: how often a run whose guest kernel panicked is started again from
     scratch on a fresh overlay (default 1, env PMEMD_E2E_PANIC_RETRIES); the logs of the
     failed attempt are kept in out/failed-attempt-N/.
+    expect_panic: a regex, re.search()ed in the boot's console text (lines joined by newlines,
+    ANSI sequences stripped) up to the panic and its own lines; a kernel panic in a boot whose
+    console matched it is expected (a trial boot crashed on purpose): no GuestPanic, no retry;
+    the harness waits for qemu to exit by itself (the kernel needs panic=N on its command line
+    to reset; bounded by boot_timeout), records BootInfo.end "panic" and starts the next boot
+    on the same overlay. Such boots count towards max_boots. Unmatched panics behave as
+    without it. After a panic before the job ran, qemu boot numbers and HARNESS_BOOT differ:
+    see BootInfo.job_boot. `quiet` (in DIRECT_APPEND and Debian's GRUB default) keeps the
+    kernel's command line off the console: "Kernel command line: ..." (KERN_NOTICE) needs a
+    later loglevel=6, x86's "Command line: ..." (KERN_INFO) loglevel=7.
     """
     if panic_retries is None:
         panic_retries = int(os.environ.get("PMEMD_E2E_PANIC_RETRIES", "1"))
@@ -389,7 +464,8 @@ def run_job(script: str, *, files: Iterable[str | os.PathLike[str]] = (), mode: 
         return _run_with_retries(script, files=list(files), mode=mode, append=append, channel=channel,
                                  nvdimm=nvdimm, qemu_args=qemu_args, mem=mem, smp=smp,
                                  boot_timeout=boot_timeout, max_boots=max_boots, out_dir=out_dir,
-                                 image=image, verbose=verbose, panic_retries=panic_retries)
+                                 image=image, verbose=verbose, panic_retries=panic_retries,
+                                 expect_panic=re.compile(expect_panic) if expect_panic is not None else None)
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
@@ -439,7 +515,8 @@ def run_jobs(jobs: Mapping[str, Mapping[str, Any]], *, workers: int | None = Non
 def _run_with_retries(script: str, *, files: list[str | os.PathLike[str]], mode: str, append: str, channel: str,
                       nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
                       boot_timeout: float | None, max_boots: int, out_dir: str | os.PathLike[str] | None,
-                      image: Image | None, verbose: bool | None, panic_retries: int) -> RunResult:
+                      image: Image | None, verbose: bool | None, panic_retries: int,
+                      expect_panic: re.Pattern[str] | None) -> RunResult:
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="pmemd-e2e-out-"))
     out.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, panic_retries + 2):
@@ -447,7 +524,7 @@ def _run_with_retries(script: str, *, files: list[str | os.PathLike[str]], mode:
             return _run_once(script, files=files, mode=mode, append=append, channel=channel,
                              nvdimm=nvdimm, qemu_args=qemu_args, mem=mem, smp=smp,
                              boot_timeout=boot_timeout, max_boots=max_boots, out=out,
-                             image=image, verbose=verbose)
+                             image=image, verbose=verbose, expect_panic=expect_panic)
         except GuestPanic as exc:
             if attempt > panic_retries:
                 raise
@@ -464,7 +541,7 @@ def _run_with_retries(script: str, *, files: list[str | os.PathLike[str]], mode:
 def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, append: str, channel: str,
               nvdimm: str | None, qemu_args: Sequence[str], mem: str, smp: int | None,
               boot_timeout: float | None, max_boots: int, out: Path, image: Image | None,
-              verbose: bool | None) -> RunResult:
+              verbose: bool | None, expect_panic: re.Pattern[str] | None = None) -> RunResult:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     if mode != "kernel" and append:
@@ -520,18 +597,30 @@ def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, ap
                         vars_fd=vars_fd)
         log(f"accel: {accel_name}; mode: {mode} ({image.dir.name}); channel: {channel}")
         log("qemu: " + shlex.join(cmd))
+        if expect_panic is not None:
+            log(f"expected kernel panics: in boots whose console matches {expect_panic.pattern!r}")
         for n in range(1, max_boots + 1):
             result.qemu_cmds.append(cmd)
-            info = _one_boot(cmd, n, out, boot_timeout, verbose, tag=mode)
+            info = _one_boot(cmd, n, out, boot_timeout, verbose, tag=mode, expect_panic=expect_panic)
             result.boots.append(info)
             if info.end == "poweroff":
                 break
         else:
             raise GuestError(f"guest still rebooting after {max_boots} boots (see {out})")
         _collect(jobdir, jobdisk, work, out)
-        missing = [b.number for b in result.boots if not (out / f"job-boot{b.number}.rc").exists()]
+        # job-boot<k>.rc is numbered by HARNESS_BOOT k (BootInfo.job_boot), not by qemu boot
+        missing = [f"{b.number} (HARNESS_BOOT {b.job_boot})" if b.job_boot is not None
+                   else f"{b.number} (no 'HARNESS: boot <k>: job runner started' line)"
+                   for b in result.boots
+                   if b.end != "panic" and not (out / f"job-boot{b.job_boot}.rc").exists()]
         if missing:
-            log(f"WARNING: no job result from boot(s) {missing} (see console-boot*.log in {out})")
+            log(f"WARNING: no job result from qemu boot(s) {', '.join(missing)} "
+                f"(see console-boot*.log in {out})")
+        for b in result.boots:
+            if b.end == "panic":
+                log(f"[{mode}] qemu boot {b.number} ended in the expected panic "
+                    + (f"during HARNESS_BOOT {b.job_boot} (its job output is lost)" if b.job_boot
+                       else "before the job ran (HARNESS_BOOT did not advance)"))
         return result
     except BaseException:
         # a failed boot: the earlier boots' evidence is still worth having
@@ -542,7 +631,11 @@ def _run_once(script: str, *, files: list[str | os.PathLike[str]], mode: str, ap
         (out / "run.json").write_text(json.dumps({
             "accel": accel_name, "mode": mode, "channel": channel, "append": append,
             "nvdimm": nvdimm, "seconds": round(time.monotonic() - t_run, 1),
-            "boots": [{"n": b.number, "seconds": round(b.seconds, 1), "end": b.end}
+            "expect_panic": expect_panic.pattern if expect_panic is not None else None,
+            # n: qemu boot (console-boot<n>.log); job_boot: its HARNESS_BOOT (job-boot<k>.*)
+            "boots": [{"n": b.number, "job_boot": b.job_boot, "seconds": round(b.seconds, 1),
+                       "end": b.end}
+                      | ({"panic_at": round(b.panic_at, 1)} if b.panic_at is not None else {})
                       for b in result.boots],
             "qemu": result.qemu_cmds[:1] and shlex.join(result.qemu_cmds[0]),
             "image": image.manifest.get("kernel"),
@@ -567,35 +660,75 @@ def _collect(jobdir: Path, jobdisk: Path | None, work: Path, out: Path) -> None:
         build.run(["tar", "--no-same-owner", "-C", str(out), "-xf", str(tar)])
 
 
-def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool, tag: str = "") -> BootInfo:
+def _one_boot(cmd: list[str], n: int, out: Path, timeout: float, verbose: bool, tag: str = "",
+              expect_panic: re.Pattern[str] | None = None) -> BootInfo:
+    """Run qemu once, until it exits by itself; the console's last reboot line says why.
+
+    A kernel panic raises GuestPanic PANIC_GRACE s after it is seen (or when qemu exits first),
+    unless `expect_panic` matches the console text so far: then qemu must exit by itself
+    (the kernel's panic=N reset) within the boot timeout and the boot ends as "panic".
+    """
     console_log = out / f"console-boot{n}.log"
     t0 = time.monotonic()
     proc, con = _start_qemu(cmd, console_log, echo=verbose)
+
+    def expected() -> bool:
+        return expect_panic is not None and expect_panic.search(con.text()) is not None
+
+    def unexpected(how: str) -> GuestPanic:
+        why = (f" (expect_panic {expect_panic.pattern!r} did not match this boot's console)"
+               if expect_panic is not None else "")
+        return GuestPanic(f"boot {n}: kernel panic{why}, {how} (console: {console_log}); "
+                          f"console tail:\n{con.tail()}")
+
     try:
         deadline = t0 + timeout
-        panic_at = None
+        panic_seen: float | None = None  # host time the harness saw it
+        panic_ok = False
         while proc.poll() is None:
             now = time.monotonic()
             if now > deadline:
+                if panic_ok:
+                    raise GuestError(f"boot {n}: expected kernel panic at {con.panic_at() or 0:.1f} s, "
+                                     f"but qemu did not exit within {timeout:.0f} s (qemu killed; is "
+                                     f"panic=N on the kernel command line?); console tail:\n{con.tail()}")
                 raise GuestError(f"boot {n}: no power-down/reboot within {timeout:.0f} s "
                                  f"(qemu killed); console tail:\n{con.tail()}")
-            if con.last_event() == "panic":
-                panic_at = panic_at or now
-                if now - panic_at > 3:
-                    raise GuestPanic(f"boot {n}: kernel panic (console: {console_log}); "
-                                     f"console tail:\n{con.tail()}")
+            if not panic_ok and con.panic_at() is not None:
+                panic_seen = panic_seen or now
+                if expected():
+                    panic_ok = True
+                    log(f"[{tag}] boot {n}: expected kernel panic at {con.panic_at() or 0:.1f} s; "
+                        f"waiting for the guest to reset (panic=N)")
+                elif now - panic_seen > PANIC_GRACE:
+                    raise unexpected("qemu killed")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.5)
         con.close()
         secs = time.monotonic() - t0
+        panic_at = con.panic_at()
+        if panic_at is not None and not panic_ok:
+            if not expected():  # qemu exited within the grace time (a panic=N reset)
+                raise unexpected(f"then qemu exited (rc {proc.returncode})")
+            panic_ok = True
+        m = RE_JOB_BOOT.search(con.text())
+        job_boot = int(m.group(1)) if m else None
+        if panic_ok:
+            assert panic_at is not None
+            log(f"[{tag}] boot {n}: {secs:.1f} s, ended with the expected kernel panic at "
+                f"{panic_at:.1f} s; qemu exited {secs - panic_at:.1f} s after it (rc {proc.returncode}); "
+                + (f"HARNESS_BOOT {job_boot}" if job_boot else "the job runner never started"))
+            return BootInfo(number=n, seconds=secs, end="panic", console=console_log,
+                            job_boot=job_boot, panic_at=panic_at)
         ev = con.last_event()
         if ev not in ("restart", "poweroff"):
             raise GuestError(f"boot {n}: qemu exited (rc {proc.returncode}) without "
                              f"'reboot: Power down' or 'reboot: Restarting system'; "
                              f"console tail:\n{con.tail()}")
+        assert ev is not None
         log(f"[{tag}] boot {n}: {secs:.1f} s, ended with {'reboot' if ev == 'restart' else 'power-off'}"
             + (f" (kernel up at {con.linux_version_at:.1f} s)" if con.linux_version_at else ""))
-        return BootInfo(number=n, seconds=secs, end=ev, console=console_log)
+        return BootInfo(number=n, seconds=secs, end=ev, console=console_log, job_boot=job_boot)
     finally:
         _kill(proc)
         con.close()
@@ -629,6 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=float, help="per-boot timeout in seconds")
     r.add_argument("--max-boots", type=int, default=4)
     r.add_argument("-v", "--verbose", action="store_true", help="echo the serial console")
+    r.add_argument("--expect-panic", metavar="REGEX",
+                   help="a kernel panic in a boot whose console matches REGEX is expected: wait for "
+                        "the guest's own reset (panic=N) and boot again")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     mode = "grub"
@@ -651,15 +787,19 @@ def main(argv: list[str] | None = None) -> int:
                       mode=mode, append=args.append,
                       channel=args.channel, nvdimm=args.nvdimm, qemu_args=args.qemu_arg,
                       mem=args.mem, boot_timeout=args.timeout, max_boots=args.max_boots,
-                      out_dir=args.out, verbose=args.verbose)
+                      out_dir=args.out, verbose=args.verbose, expect_panic=args.expect_panic)
     except GuestError as exc:
         print(f"guest.py: {exc}", file=sys.stderr)
         return 3
     for bi in res.boots:
-        print(f"boot {bi.number}: {bi.seconds:.1f} s, job rc={res.rc(bi.number)}, "
-              f"ended with {bi.end}", file=sys.stderr)
+        job = (f"HARNESS_BOOT {bi.job_boot}, job rc={res.rc(bi.job_boot)}" if bi.job_boot is not None
+               else "job did not run")
+        print(f"boot {bi.number}: {bi.seconds:.1f} s, {job}, ended with {bi.end}", file=sys.stderr)
     print(res.out)
-    return 0 if all(res.rc(bi.number) == 0 for bi in res.boots) else 1
+    # every boot that did not end in an (expected) panic ran the job to its end
+    ok = all(bi.job_boot is not None and res.rc(bi.job_boot) == 0
+             for bi in res.boots if bi.end != "panic")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

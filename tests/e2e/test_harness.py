@@ -1,13 +1,19 @@
 """Tier 4: boot the real Debian 13 guest and check facts the harness relies on.
 
 Run: sudo python3 -m pytest -m e2e tests/e2e -rs
-Two guest runs: one direct-kernel boot (~45 s under TCG) and one GRUB cycle
-(two boots, ~2 min under TCG). The first use builds the cached image (~2 min).
+Guest runs: one direct-kernel boot (~45 s under TCG), one GRUB cycle (two boots, ~2 min
+under TCG), one boot of each UEFI image, and one direct-kernel run of three boots whose second
+crashes on purpose (an expected panic, ~3.5 min under TCG). The *_fake_* tests play qemu with a
+shell script (no guest). The first use builds the cached images (~2 min each).
 """
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +162,164 @@ def test_uefi_boot_firmware_memmap_has_ram_above_4g(uefi_boots: dict[str, guest.
     assert (4 * GIB, 10 * GIB - 1, "System RAM") in entries, entries
     assert not [e for e in entries if e[2] == "System RAM" and 2 * GIB <= e[0] < 4 * GIB], entries
     assert not any("ersistent" in t for _, _, t in entries)
+
+
+# --------------------------------------------------------------------------- expected panics
+
+# The kernel prints its command line twice: x86's "Command line: ..." (KERN_INFO, on the console
+# only with loglevel>=7) and "Kernel command line: ..." (KERN_NOTICE, loglevel>=6). DIRECT_APPEND's
+# `quiet` (console loglevel 4) hides both, so the test adds loglevel=6 (later args win) and
+# matches either spelling. Direct-kernel boots pass the same -append every boot: all three boots
+# match, only the second panics.
+TRIAL_REGEX = r"[Cc]ommand line:.*pmemd\.trial=1"
+TRIAL_APPEND = "panic=5 pmemd.trial=1 loglevel=6"
+
+CRASH_SCRIPT = r"""#!/bin/sh
+# e2e: crash the kernel on purpose, once (the flag is gone before the crash)
+rm -f /var/lib/e2e-crash
+cut -d' ' -f1 /proc/uptime >/var/lib/e2e-crashed-at
+cat /proc/cmdline >/var/lib/e2e-crashed-cmdline
+sync
+echo "e2e-crash: crashing the kernel on purpose" >/dev/console
+echo c >/proc/sysrq-trigger
+"""
+
+CRASH_UNIT = """[Unit]
+Description=e2e: crash the kernel on purpose (trial boot)
+ConditionPathExists=/var/lib/e2e-crash
+Before=harness-job.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/e2e-crash
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+PANIC_JOB = rf"""
+set -x
+o=$HARNESS_OUT
+b=$HARNESS_BOOT
+cat /proc/cmdline >$o/b$b-cmdline
+cat /proc/sys/kernel/panic >$o/b$b-kernel-panic
+cat /var/lib/harness/boot >$o/b$b-counter
+if [ "$b" = 1 ]; then
+    cat >/usr/local/sbin/e2e-crash <<'EOF'
+{CRASH_SCRIPT}EOF
+    chmod 755 /usr/local/sbin/e2e-crash
+    cat >/etc/systemd/system/e2e-crash.service <<'EOF'
+{CRASH_UNIT}EOF
+    systemctl enable e2e-crash.service
+    touch /var/lib/e2e-crash
+    sync
+    echo reboot >$HARNESS_NEXT
+else
+    if [ -e /var/lib/e2e-crash ]; then echo present; else echo gone; fi >$o/b$b-flag
+    cp /var/lib/e2e-crashed-at $o/b$b-crashed-at
+    cp /var/lib/e2e-crashed-cmdline $o/b$b-crashed-cmdline
+    systemctl show -p ConditionResult -p ActiveState e2e-crash.service >$o/b$b-crash-unit
+    journalctl --list-boots --no-pager >$o/b$b-list-boots 2>&1 || true
+fi
+"""
+
+
+def test_expected_panic_boot_is_followed_by_the_next_boot(tmp_path: Path) -> None:
+    """A trial boot crashed on purpose: boot 1 arms a unit that crashes the next boot before the
+    job runs; the kernel's panic=5 reset ends qemu, the harness boots again (HARNESS_BOOT 2)."""
+    res = guest.run_job(PANIC_JOB, append=TRIAL_APPEND, expect_panic=TRIAL_REGEX,
+                        out_dir=tmp_path / "out", panic_retries=0)
+    for b in res.boots:
+        after = f", qemu exited {b.seconds - b.panic_at:.1f} s after the panic" if b.panic_at else ""
+        guest.log(f"expected-panic run: qemu boot {b.number}: {b.seconds:.1f} s, {b.end}, "
+                  f"HARNESS_BOOT {b.job_boot}{after}")
+    assert [b.end for b in res.boots] == ["restart", "panic", "poweroff"]
+    assert [b.job_boot for b in res.boots] == [1, None, 2]
+    assert res.non_panic_boots == [1, 3] and res.job_boots == [1, 2]
+    assert res.job_boot(3) == 2 and res.job_boot(2) is None
+    assert res.rc(1) == 0, res.job_log(1)
+    assert res.rc(2) == 0, res.job_log(2)
+    assert not res.path("job-boot3.rc").exists()  # job files are numbered by HARNESS_BOOT
+    # boot 1's kernel has the trial arguments, panic=5 among them
+    assert res.read("b1-kernel-panic").strip() == "5"
+    assert {"panic=5", "pmemd.trial=1"} <= set(res.read("b1-cmdline").split())
+    # the panic boot: the unit crashed it before the job runner started
+    con1, con2, con3 = (res.path(f"console-boot{n}.log").read_text() for n in (1, 2, 3))
+    assert "Kernel panic - not syncing" in con2 and "sysrq" in con2
+    assert "e2e-crash: crashing the kernel on purpose" in con2
+    assert "HARNESS: boot" not in con2
+    assert "Kernel panic" not in con1 + con3
+    assert re.search(TRIAL_REGEX, con2)
+    panic_boot = res.boots[1]
+    assert panic_boot.panic_at is not None and 0 < panic_boot.seconds - panic_boot.panic_at < 120
+    # the next boot ran on the same disk: counter 2, the flag removed by the crashed boot
+    assert res.read("b2-counter").strip() == "2"
+    assert res.read("b2-flag").strip() == "gone"
+    assert float(res.read("b2-crashed-at")) > 0
+    assert "pmemd.trial=1" in res.read("b2-crashed-cmdline").split()
+    assert "ConditionResult=no" in res.read("b2-crash-unit")
+    meta = json.loads(res.read("run.json"))
+    assert meta["expect_panic"] == TRIAL_REGEX
+    assert [(b["n"], b["job_boot"], b["end"]) for b in meta["boots"]] == \
+        [(1, 1, "restart"), (2, None, "panic"), (3, 2, "poweroff")]
+    assert "panic_at" in meta["boots"][1]
+
+
+# The matching logic without a guest: a shell script plays qemu's console.
+
+def _fake_boot(tmp_path: Path, lines: list[str], *, then: str = "exit 0", timeout: float = 30,
+               expect: str | None = TRIAL_REGEX) -> guest.BootInfo:
+    script = "".join(f"printf '%s\\n' {shlex.quote(ln)}; " for ln in lines) + then
+    return guest._one_boot(["sh", "-c", script], 1, tmp_path, timeout, False, tag="fake",
+                           expect_panic=re.compile(expect) if expect else None)
+
+
+TRIAL_CONSOLE = ["[    0.104780] Kernel command line: root=/dev/vda1 ro panic=5 pmemd.trial=1",
+                 "[   20.000000] sysrq: Trigger a crash",
+                 "[   20.000100] Kernel panic - not syncing: sysrq triggered crash",
+                 "[   20.000200] Rebooting in 5 seconds.."]
+PLAIN_CONSOLE = [TRIAL_CONSOLE[0].replace(" pmemd.trial=1", ""), *TRIAL_CONSOLE[1:]]
+
+
+def test_fake_expected_panic_waits_for_qemu_to_exit(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    info = _fake_boot(tmp_path, TRIAL_CONSOLE, then="sleep 4.5; exit 0")
+    assert info.end == "panic" and info.job_boot is None
+    assert info.panic_at is not None and info.seconds - info.panic_at > 4  # waited past the 3 s grace
+    assert time.monotonic() - t0 > 4
+    # the panic's own line counts too (the regex test_trial_cycle.py uses), also when qemu exits at once
+    info = _fake_boot(tmp_path, PLAIN_CONSOLE, expect=r"sysrq triggered crash")
+    assert info.end == "panic"
+
+
+def test_fake_unexpected_panic_still_raises(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(guest.GuestPanic, match="did not match"):
+        _fake_boot(tmp_path, PLAIN_CONSOLE, then="exec sleep 60")
+    assert time.monotonic() - t0 < 15  # PANIC_GRACE after the panic, not the boot timeout
+    with pytest.raises(guest.GuestPanic):  # no expect_panic at all: as before
+        _fake_boot(tmp_path, TRIAL_CONSOLE, then="exec sleep 60", expect=None)
+    with pytest.raises(guest.GuestPanic, match="qemu exited"):  # a quick reset is no excuse
+        _fake_boot(tmp_path, PLAIN_CONSOLE)
+
+
+def test_fake_expected_panic_without_reset_times_out(tmp_path: Path) -> None:
+    with pytest.raises(guest.GuestError, match="did not exit within 5 s") as exc:
+        _fake_boot(tmp_path, TRIAL_CONSOLE, then="exec sleep 60", timeout=5)
+    assert not isinstance(exc.value, guest.GuestPanic)
+
+
+def test_fake_boot_reads_harness_boot_from_the_console(tmp_path: Path) -> None:
+    info = _fake_boot(tmp_path, ["HARNESS: boot 2: job runner started (uptime 30.1 s)",
+                                 "reboot: Power down"])
+    assert (info.end, info.job_boot, info.panic_at) == ("poweroff", 2, None)
+
+
+def test_run_result_maps_qemu_boots_to_job_boots(tmp_path: Path) -> None:
+    res = guest.RunResult(out=tmp_path, accel="tcg", mode="kernel", boots=[
+        guest.BootInfo(1, 50.0, "restart", tmp_path / "c1", job_boot=1),
+        guest.BootInfo(2, 40.0, "panic", tmp_path / "c2", panic_at=30.0),
+        guest.BootInfo(3, 50.0, "poweroff", tmp_path / "c3", job_boot=2)])
+    (tmp_path / "job-boot2.rc").write_text("0\n")
+    assert res.non_panic_boots == [1, 3] and res.job_boots == [1, 2]
+    assert res.rc(res.job_boot(3) or 0) == 0 and res.job_boot(2) is None
