@@ -6,6 +6,7 @@ show); ``apply`` runs passes until the host matches, a pass fails, or one makes 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,6 +80,8 @@ def assess(target: Target, runner: Runner | None, loaded: Loaded | None = None, 
 
 
 MAX_PASSES = 4  # a mode change, then mkfs, then mount: each pass sees what the one before made
+LOCK = "/run/pmemd.lock"  # held while pmemd looks at and changes the host (daemon and CLI alike)
+LOCK_WAIT = 900.0  # a pass with mkfs of a large region and update-grub under load stays well below
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,16 @@ def apply_pass(target: Target, runner: Runner, journal: Journal, *, dry_run: boo
 def apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool = False,
           loaded: Loaded | Assessment | None = None, phases: Phases | None = None) -> list[PassResult]:
     """Apply until the plan is empty, fails, or stops making progress (a mode change or a mkfs
-    changes what the next observation sees, so one call can take more than one pass).
+    changes what the next observation sees, so one call can take more than one pass). Holds
+    the host lock (``LOCK``) unless it is a dry run.
     ``loaded``: the config (default: read it), or an assessment of it just made, which the first
     pass acts on (``pmemd apply --retry-trial`` passes one made with ``retry_trial``)."""
+    with contextlib.nullcontext() if dry_run else target.root.lock(LOCK, wait=LOCK_WAIT):
+        return _apply(target, runner, journal, dry_run=dry_run, loaded=loaded, phases=phases)
+
+
+def _apply(target: Target, runner: Runner, journal: Journal, *, dry_run: bool,
+           loaded: Loaded | Assessment | None, phases: Phases | None) -> list[PassResult]:
     results: list[PassResult] = []
     seen: set[tuple[tuple[str, str | None], ...]] = set()
     first = loaded if isinstance(loaded, Assessment) else None
@@ -149,13 +159,14 @@ def rollback(target: Target, runner: Runner, journal: Journal) -> tuple[Outcome,
     from pmemd.execute import run_plan
     from pmemd.execute_boot import Book
 
-    owned = load_owned(target.root)
-    facts = obs.observe(target.root, runner, bootloader=owned.backend, mount_paths=())
-    actions, why = rollback_plan(facts, owned)
-    if why:
-        raise ValueError(why)
-    fx = HostEffects(target.root, runner, journal)
-    return run_plan(actions, fx=fx, book=Book(owned, fx))
+    with target.root.lock(LOCK, wait=LOCK_WAIT):
+        owned = load_owned(target.root)
+        facts = obs.observe(target.root, runner, bootloader=owned.backend, mount_paths=())
+        actions, why = rollback_plan(facts, owned)
+        if why:
+            raise ValueError(why)
+        fx = HostEffects(target.root, runner, journal)
+        return run_plan(actions, fx=fx, book=Book(owned, fx))
 
 
 def reset(target: Target, runner: Runner, journal: Journal) -> tuple[Outcome, ...]:
@@ -165,11 +176,12 @@ def reset(target: Target, runner: Runner, journal: Journal) -> tuple[Outcome, ..
     from pmemd.execute import run_plan
     from pmemd.execute_boot import Book
 
-    owned = load_owned(target.root)
-    mount_paths = tuple(o.mount_path for o in owned.namespaces.values() if o.mount_path)
-    facts = obs.observe(target.root, runner, bootloader=owned.backend, mount_paths=mount_paths)
-    fx = HostEffects(target.root, runner, journal)
-    outcomes = run_plan(reset_plan(facts, owned), fx=fx, book=Book(owned, fx))
+    with target.root.lock(LOCK, wait=LOCK_WAIT):
+        owned = load_owned(target.root)
+        mount_paths = tuple(o.mount_path for o in owned.namespaces.values() if o.mount_path)
+        facts = obs.observe(target.root, runner, bootloader=owned.backend, mount_paths=mount_paths)
+        fx = HostEffects(target.root, runner, journal)
+        outcomes = run_plan(reset_plan(facts, owned), fx=fx, book=Book(owned, fx))
     if all(o.result == "ok" for o in outcomes):
         for path, _ in fx.written:  # the backups of what was undone: nothing of pmemd's stays
             fx.discard(path + "~pmemd")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,10 @@ _LIVE_PREFIXES = ("/proc/",)
 
 class PathEscape(ValueError):
     """A host path that would leave the root prefix."""
+
+
+class LockBusy(PathEscape):
+    """Another pmemd kept the host lock longer than this one would wait."""
 
 
 class HostFileError(PathEscape):
@@ -294,6 +301,29 @@ class Root:
         try:
             os.write(fd, data)
             os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def lock(self, path: str, *, wait: float) -> Iterator[None]:
+        """Hold an exclusive flock on ``path`` (created if missing) for the ``with`` block, so
+        two pmemd processes (the daemon, ``pmemd apply``) never change the host at once. Waits
+        at most ``wait`` seconds for the other one to finish."""
+        target = self.join(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LockBusy(f"another pmemd (the daemon, or an apply, reset or rollback) has held {path} "
+                                       f"for more than {wait:.0f} s; try again when it has finished") from None
+                    time.sleep(0.2)
+            yield
         finally:
             os.close(fd)
 
