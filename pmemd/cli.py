@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="machine-readable output")
     pl = sub.add_parser("plan", help="show what pmemd would change (exit 0 in sync, 2 changes, 1 error)")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.add_argument("--dropin", metavar="FILE",
+                    help="plan as if FILE were installed as /etc/pmem.d/NAME (e.g. Ansible's check mode); "
+                    "nothing is installed")
+    pl.add_argument("--as", dest="dropin_name", metavar="NAME", help="the drop-in's file name for --dropin")
     st = sub.add_parser("status", help="desired / configured / running per namespace, pending reboot")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     ap = sub.add_parser("apply", help="make the host match the config (mkfs only on blank or pmemd-made "
@@ -159,13 +163,17 @@ def _config(target: Target, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _validate(target: Target, args: argparse.Namespace) -> int:
-    candidate = None
+def _candidate(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(path, name) of a drop-in given with --dropin FILE [--as NAME]."""
     if args.dropin:
-        candidate = (os.path.abspath(args.dropin), args.dropin_name or os.path.basename(args.dropin))
-    elif args.dropin_name:
+        return os.path.abspath(args.dropin), args.dropin_name or os.path.basename(args.dropin)
+    if args.dropin_name:
         raise UserError("--as names the file given with --dropin; add --dropin FILE")
-    a = assess(target, SubprocessRunner(), load_config(target, candidate=candidate))
+    return None
+
+
+def _validate(target: Target, args: argparse.Namespace) -> int:
+    a = assess(target, SubprocessRunner(), load_config(target, candidate=_candidate(args)))
     _issues_to_stderr(a)
     if a.plan.errors:
         return EXIT_ERROR
@@ -184,7 +192,8 @@ def _issues_to_stderr(a: Assessment) -> None:
 
 
 def _plan(target: Target, args: argparse.Namespace) -> int:
-    a = assess(target, SubprocessRunner())
+    candidate = _candidate(args)
+    a = assess(target, SubprocessRunner(), load_config(target, candidate=candidate) if candidate else None)
     if args.json:
         _print_json(plan_json(a))
     else:

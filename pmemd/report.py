@@ -185,13 +185,14 @@ def status_json(a: Assessment, log: list[dict[str, Any]]) -> dict[str, Any]:
 def summary_line(a: Assessment) -> str:
     """The one line a person reads in ``systemctl status pmemd``."""
     p = a.plan
-    if p.errors:
-        return f"error: {issue_loc(a.loaded, p.errors[0].key)}{p.errors[0].message}"
     trial = a.owned.trial
     if trial.state is TrialState.FAILED and set(trial.tokens) <= set(p.desired_args):
+        # first: a region that failed the trial's verification is also an error, and this says why
         kept = " ".join(trial.committed) or "no pmemd arguments"
         return (f"trial boot failed: {trial.reason}; the default keeps {kept} (change the config or run "
                 "`pmemd apply --retry-trial`)")
+    if p.errors:
+        return f"error: {issue_loc(a.loaded, p.errors[0].key)}{p.errors[0].message}"
     pending = a.owned.pending_reboot
     if pending is not None:
         kind = "trial boot" if trial.state is TrialState.PENDING else "reboot"

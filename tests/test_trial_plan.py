@@ -138,6 +138,10 @@ def test_a_region_that_fails_verification_fails_the_trial_and_is_not_committed()
     gate = next(a for a in p.actions if isinstance(a, Reboot))
     assert gate.removed == (TOK2,) and not gate.added
     assert [i.key for i in p.issues if i.severity == "warning"] == ["settings.trial_boot"]
+    # the region is an error too; the status line leads with the trial, which says why
+    after = dataclasses.replace(owned_during_trial(), trial=fail.trial, kernel_args=(TOK,))
+    line = summary_line(assessment(BOTH, trial_boot(bulk_device=False), after))
+    assert line.startswith("trial boot failed: verification failed: bulk:"), line
 
 
 def test_a_boot_without_the_marker_after_arming_is_a_failed_trial() -> None:

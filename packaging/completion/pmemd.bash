@@ -70,7 +70,8 @@ _pmemd()
 
     local opts="--help"
     case $command in
-        config | plan | status | reset | rollback) opts="--json --help" ;;
+        config | status | reset | rollback) opts="--json --help" ;;
+        plan) opts="--json --dropin --as --help" ;;
         apply) opts="--dry-run --json --retry-trial --help" ;;
         validate) opts="--dropin --as --help" ;;
         daemon | schema) opts="--help" ;;

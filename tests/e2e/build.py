@@ -1,6 +1,6 @@
 """Build (and cache) the Debian guest images for the pmemd e2e harness.
 
-One recipe, four boot layouts (``LAYOUTS``); each image is one partitioned raw
+One recipe, five boot layouts (``LAYOUTS``); each image is one partitioned raw
 disk with an ext4 root labelled ``pmemroot`` plus copies of the kernel and the
 initrd (for a fast direct-kernel boot, and the KVM probe):
 
@@ -12,6 +12,7 @@ initrd (for a fast direct-kernel boot, and the KVM probe):
   ``/etc/kernel/cmdline`` (OVMF).
 * ``bookworm-bios``: ``bios`` on Debian 12 (kernel 6.1, systemd 252, GRUB 2.06,
   pydantic 1.10); the other layouts are Debian 13 (trixie).
+* ``ssh-bios``: ``bios`` with openssh-server, for Ansible over SSH.
 
 Cache layout (``$PMEMD_E2E_CACHE``, default ``/var/cache/pmemd-e2e``)::
 
@@ -82,6 +83,9 @@ LAYOUTS = {
     "sdboot": Layout("sdboot", ("systemd-boot", "systemd-boot-efi", "systemd-boot-tools", "dosfstools"),
                      "uefi", esp="/boot", esp_size="512M"),
     "bookworm-bios": Layout("bookworm-bios", ("grub-pc",), "bios", suite="bookworm"),
+    # bios with an SSH server, for Ansible driving guests (tests/e2e/test_ansible.py); networking
+    # is the job's (systemd-networkd, DHCP from QEMU's user network)
+    "ssh-bios": Layout("ssh-bios", ("grub-pc", "openssh-server", "python3-apt"), "bios"),
 }
 
 

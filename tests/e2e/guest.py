@@ -80,7 +80,7 @@ __all__ = ["MODES", "BootInfo", "GuestError", "GuestPanic", "Image", "RunResult"
 QEMU = "qemu-system-x86_64"
 # boot mode -> image layout (build.LAYOUTS)
 MODES = {"kernel": "bios", "grub": "bios", "uefi-grub": "uefi-grub", "sdboot": "sdboot",
-         "bookworm-grub": "bookworm-bios"}
+         "bookworm-grub": "bookworm-bios", "ssh-grub": "ssh-bios"}
 OVMF_CODE = Path(os.environ.get("PMEMD_E2E_OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd"))
 OVMF_VARS = Path(os.environ.get("PMEMD_E2E_OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd"))
 DEFAULT_MEM = "8G"
