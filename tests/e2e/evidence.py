@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,30 @@ def build_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["bash", str(REPO / "packaging" / "build-deb"), "--no-lintian", str(out)],
                    check=True, capture_output=True, timeout=900)
     return next(out.glob("pmemd_*_all.deb"))
+
+
+def run_logged(what: str, jobs: dict[str, dict[str, Any]]) -> dict[str, guest.RunResult | BaseException]:
+    """guest.run_jobs, with each run's boots and the wall clock in the log."""
+    t0 = time.monotonic()
+    out = guest.run_jobs(jobs)
+    for name, res in out.items():
+        if isinstance(res, guest.RunResult):
+            guest.log(f"{what} ({name}): {len(res.boots)} boots, {res.seconds:.0f} s in qemu: "
+                      + ", ".join(f"boot {b.number} {b.seconds:.0f} s ({b.end})" for b in res.boots))
+        else:
+            guest.log(f"{what} ({name}) FAILED: {res}")
+    guest.log(f"{what}: {time.monotonic() - t0:.0f} s wall clock for {', '.join(jobs)}")
+    return out
+
+
+def cycle_of(runs: dict[str, guest.RunResult | BaseException], name: str, reason: str | None) -> Cycle:
+    """The evidence of one guest's run, or the test skipped (no guests here) or failed (the run did)."""
+    if reason:
+        pytest.skip(f"{name} guests unavailable: {reason}")
+    res = runs[name]
+    if not isinstance(res, guest.RunResult):
+        pytest.fail(f"the {name} guest run failed: {res}")
+    return Cycle(res)
 
 
 def load_result(out: Path) -> guest.RunResult:

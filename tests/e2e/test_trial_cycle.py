@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import guest
-from evidence import Cycle, actions, build_deb, journal_lines, load_result, mount_lines, pmem_tokens, step_seconds
+from evidence import (
+    Cycle,
+    actions,
+    build_deb,
+    cycle_of,
+    journal_lines,
+    load_result,
+    mount_lines,
+    pmem_tokens,
+    run_logged,
+    step_seconds,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -54,30 +64,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, guest.RunResult 
         return {mode: load_result(Path(reuse) / mode) for mode in LAYOUTS}
     deb = build_deb(tmp_path_factory)
     root = tmp_path_factory.mktemp("e2e-trial")
-    todo = [m for m in LAYOUTS if not _REASONS[m]]
-    t0 = time.monotonic()
-    out = guest.run_jobs({mode: {
+    return run_logged("pmemd trial cycle", {mode: {
         "script": f"LAYOUT={mode}\n" + JOB.read_text(), "files": [deb, LIB], "mode": mode, "max_boots": 7,
-        "out_dir": root / mode, "expect_panic": CRASH} for mode in todo})
-    for mode, res in out.items():
-        if isinstance(res, guest.RunResult):
-            guest.log(f"pmemd trial cycle ({mode}): {len(res.boots)} boots, {res.seconds:.0f} s in qemu: "
-                      + ", ".join(f"boot {b.number} {b.seconds:.0f} s ({b.end})" for b in res.boots))
-        else:
-            guest.log(f"pmemd trial cycle ({mode}) FAILED: {res}")
-    guest.log(f"pmemd trial cycles: {time.monotonic() - t0:.0f} s wall clock for {', '.join(todo)}")
-    return out
+        "out_dir": root / mode, "expect_panic": CRASH} for mode in LAYOUTS if not _REASONS[mode]})
 
 
 @pytest.fixture(params=list(LAYOUTS))
 def cycle(request: pytest.FixtureRequest, runs: dict[str, guest.RunResult | BaseException]) -> Cycle:
-    mode: str = request.param
-    if _REASONS[mode]:
-        pytest.skip(f"{mode} guests unavailable: {_REASONS[mode]}")
-    res = runs[mode]
-    if not isinstance(res, guest.RunResult):
-        pytest.fail(f"the {mode} guest run failed: {res}")
-    return Cycle(res)
+    return cycle_of(runs, request.param, _REASONS[request.param])
 
 
 def cmdline(cycle: Cycle, boot: int) -> list[str]:

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -43,11 +42,13 @@ from evidence import (
     Cycle,
     actions,
     build_deb,
+    cycle_of,
     default_entry,
     journal_lines,
     load_result,
     mount_lines,
     pmem_tokens,
+    run_logged,
     step_seconds,
     super_options,
 )
@@ -78,32 +79,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, guest.RunResult 
     deb = build_deb(tmp_path_factory)
     todo = [layout for layout in LAYOUTS if not _REASONS[layout]]
     root = tmp_path_factory.mktemp("e2e-uefi")
-    t0 = time.monotonic()
-    out = guest.run_jobs({layout: {
+    return run_logged("pmemd UEFI cycle", {layout: {
         "script": f"LAYOUT={layout}\n" + JOB.read_text(), "files": [deb, LIB], "mode": layout,
         "max_boots": 5, "out_dir": root / layout} for layout in todo}
         | ({"mkconfig": {"script": MKCONFIG_JOB.read_text(), "files": [deb, LIB], "mode": "uefi-grub",
                          "max_boots": 3, "out_dir": root / "mkconfig"}} if "uefi-grub" in todo else {}))
-    wall = time.monotonic() - t0
-    for layout, res in out.items():
-        if isinstance(res, guest.RunResult):
-            guest.log(f"pmemd UEFI cycle ({layout}): {len(res.boots)} boots, {res.seconds:.0f} s in qemu: "
-                      + ", ".join(f"boot {b.number} {b.seconds:.0f} s ({b.end})" for b in res.boots))
-        else:
-            guest.log(f"pmemd UEFI cycle ({layout}) FAILED: {res}")
-    guest.log(f"pmemd UEFI cycles: {wall:.0f} s wall clock for {', '.join(todo)}")
-    return out
 
 
 @pytest.fixture(params=LAYOUTS)
 def cycle(request: pytest.FixtureRequest, runs: dict[str, guest.RunResult | BaseException]) -> Cycle:
-    layout: str = request.param
-    if _REASONS[layout]:
-        pytest.skip(f"{layout} guests unavailable: {_REASONS[layout]}")
-    res = runs[layout]
-    if not isinstance(res, guest.RunResult):
-        pytest.fail(f"the {layout} guest run failed: {res}")
-    return Cycle(res)
+    return cycle_of(runs, request.param, _REASONS[request.param])
 
 
 def layout_of(cycle: Cycle) -> str:
