@@ -124,7 +124,7 @@ class Fleet:
         env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_HOME": str(self.top / "home"),
                "ANSIBLE_LOCAL_TEMP": str(self.top / "tmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_CONFIG": str(self.top / "ansible.cfg"),
-               "ANSIBLE_HOST_KEY_CHECKING": "0"}
+               "ANSIBLE_HOST_KEY_CHECKING": "0", "ANSIBLE_PIPELINING": "1"}
         (self.top / "ansible.cfg").write_text("[defaults]\n")
         t0 = time.monotonic()
         r = subprocess.run([str(self.venv / "bin/ansible-playbook"), "-i", str(self.inventory(host_vars)),
@@ -155,7 +155,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     f = Fleet(top, {h: free_port() for h in HOSTS}, key, ansible_venv(), build_deb(tmp_path_factory))
     job = (HERE / "jobs/ansible-guest.sh").read_text()
     jobs = {h: {"script": job, "files": [HERE / "jobs/lib.sh", key.with_suffix(".pub")], "mode": "ssh-grub",
-                "max_boots": 4, "out_dir": top / h,
+                "max_boots": 4, "out_dir": top / h, "boot_timeout": 3600,  # a boot lasts while Ansible works
                 "qemu_args": ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{f.ports[h]}-:22",
                               "-device", "virtio-net-pci,netdev=n0"]} for h in HOSTS}
     thread = threading.Thread(target=lambda: f.runs.update(guest.run_jobs(jobs)), daemon=True)
