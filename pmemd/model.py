@@ -111,7 +111,8 @@ class Settings(Strict):
     trial_boot: TrialBoot = Field(
         default=TrialBoot.AUTO,
         description="auto (default): on boot loaders that can boot an entry once and fall back by "
-        "themselves (Debian GRUB whose grubenv GRUB can write, systemd-boot), new kernel arguments "
+        "themselves (Debian GRUB whose grubenv GRUB can write, systemd-boot, grubby with "
+        "GRUB_DEFAULT=saved), new kernel arguments "
         "are first booted once as a trial, verified, and only then made the default; always: the "
         "same, and a boot loader without one-shot boots is an error; never: write them as the "
         "default at once.",

@@ -3,7 +3,8 @@
 This module is the state machine and its rules; each layout module says whether it can boot a
 trial once (``BootConfig.trial_ok``) and carries out arming, committing and disarming
 (``bootloader.grub``: a grubenv state machine; ``bootloader.sdboot``: a trial entry booted through
-``LoaderEntryOneShot``). ``plan_boot`` turns the transitions into actions.
+``LoaderEntryOneShot``; ``bootloader.grubby``: a trial BLS entry booted through ``grub2-reboot``).
+``plan_boot`` turns the transitions into actions.
 
 In a trial, a change of pmemd's tokens is first armed as a one-shot boot; the default entry keeps
 the committed arguments. The trial boot's command line

@@ -531,6 +531,27 @@ class FakeGrubEditenv:
         return 0, "", ""
 
 
+@dataclass
+class FakeGrub2Env:
+    """FAKE of Fedora's ``grub2-set-default ID``, ``grub2-reboot ID`` and ``grub2-editenv - unset
+    NAME`` (grub2-tools is not packaged here): they set ``saved_entry``, ``next_entry`` or unset a
+    name in /boot/grub2/grubenv, as the real scripts do through grub2-editenv."""
+
+    tree: Path
+
+    def __call__(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
+        cmd = list(argv[2:] if argv[:1] == ("chroot",) else argv)
+        env = FakeGrubEditenv(self.tree)
+        path = "/boot/grub2/grubenv"
+        if cmd[0] == "grub2-set-default":
+            return env(("grub-editenv", path, "set", f"saved_entry={cmd[1]}"))
+        if cmd[0] == "grub2-reboot":
+            return env(("grub-editenv", path, "set", f"next_entry={cmd[1]}"))
+        if cmd[:3] == ["grub2-editenv", "-", "unset"]:
+            return env(("grub-editenv", path, "unset", *cmd[3:]))
+        return 1, "", f"unsupported in the fake: {cmd}\n"
+
+
 def _grubby_update(args: list[str], add: list[str], remove: list[str]) -> list[str]:
     """grubby-bls ``update_args``: drop removed args (by exact value, or by key when given
     without ``=``), drop every arg with the same key as an added one, then append the added."""

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import (
     REST,
     FakeDevices,
+    FakeGrub2Env,
+    FakeGrubby,
     FakeGrubEditenv,
     FakeUpdateGrub,
     HostTree,
@@ -200,3 +203,82 @@ def test_systemd_boot_trial_entry_one_shot_then_commit(tmp_path: Path, runner: R
     for name in entries:
         assert tuple(parse_bls_entry(t.read(f"/efi/loader/entries/{name}"))["options"].split()[-3:]) == TOKENS
     assert tuple(t.read("/etc/kernel/cmdline").split()[-3:]) == TOKENS
+
+
+# --- grubby (Fedora/RHEL BLS) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def fedora(tmp_path: Path, runner: RecordingRunner) -> HostTree:
+    """fedora-bls-grubby (/boot is ext4, GRUB_DEFAULT=saved) with grub2-tools, the fakes wired in."""
+    t = copy_fixture("fedora-bls-grubby", tmp_path / "host")
+    for tool in ("grub2-reboot", "grub2-set-default", "grub2-editenv"):
+        t.write(f"/usr/sbin/{tool}", "", mode=0o755)
+    t.config(EXAMPLE)
+    t.boot_id("boot-1")
+    runner.expect(*in_root(t.path, "grubby", REST), handler=FakeGrubby(t.path))
+    env = FakeGrub2Env(t.path)
+    for tool in ("grub2-reboot", "grub2-set-default", "grub2-editenv"):
+        runner.expect(*in_root(t.path, tool, REST), handler=env)
+    return t
+
+
+def bls_boot(t: HostTree, boot_id: str) -> tuple[str, ...]:
+    """Boot as Fedora's GRUB does with BLS entries: ``next_entry`` once (00_header clears it in
+    grubenv before it boots), else ``saved_entry`` (GRUB_DEFAULT=saved)."""
+    env = dict(ln.split("=", 1) for ln in t.read("/boot/grub2/grubenv").splitlines() if "=" in ln and ln[0] != "#")
+    chosen = env.get("next_entry") or env["saved_entry"]
+    if env.get("next_entry"):
+        FakeGrub2Env(t.path)(("grub2-editenv", "-", "unset", "next_entry"))
+    entry = parse_bls_entry(t.read(f"/boot/loader/entries/{chosen}.conf"))
+    return t.reboot(boot_id, entry["options"].split())
+
+
+def test_grubby_trial_entry_once_then_commit(fedora: HostTree, runner: RecordingRunner,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    t = fedora
+    default_id = "4c1f0e2a9b7d4e5f8a6b3c2d1e0f9a8b-6.8.9-300.fc40.x86_64"
+    entries = {e.name: e.read_text() for e in t.p("/boot/loader/entries").glob("*.conf")}
+    assert outcomes(run_apply(t, runner)) == [("arm-trial", "ok"), ("reboot", "ok")]
+    assert {e.name: e.read_text() for e in t.p("/boot/loader/entries").glob("*.conf") if e.name in entries} == entries
+    trial = parse_bls_entry(t.read("/boot/loader/entries/pmemd-trial.conf"))
+    assert tuple(trial["options"].split()[-len(TRIAL_ARGS):]) == TRIAL_ARGS
+    assert trial["linux"] == "/vmlinuz-6.8.9-300.fc40.x86_64"  # a copy of the default entry
+    env = t.read("/boot/grub2/grubenv")
+    assert f"saved_entry={default_id}" in env and "next_entry=pmemd-trial" in env  # the default pinned
+    booted = bls_boot(t, "boot-2")  # the one-shot
+    assert MARKER in booted and "next_entry" not in t.read("/boot/grub2/grubenv")
+    FakeDevices(t.path).install(runner)
+    monkeypatch.setattr(pmemd.effects, "statx_dax", lambda path: True)
+    assert outcomes(run_apply(t, runner))[0] == ("commit-trial", "ok")
+    assert not t.exists("/boot/loader/entries/pmemd-trial.conf")
+    for name in entries:
+        if "rescue" not in name:
+            assert tuple(parse_bls_entry(t.read(f"/boot/loader/entries/{name}"))["options"].split()[-3:]) == TOKENS
+    after = bls_boot(t, "boot-3")
+    assert MARKER not in after and [a for a in after if a in TOKENS] == list(TOKENS)
+
+
+def test_grubby_crashed_trial_boots_the_pinned_default_and_fails(fedora: HostTree, runner: RecordingRunner) -> None:
+    t = fedora
+    run_apply(t, runner)
+    assert MARKER in bls_boot(t, "boot-2")  # ... crashes before pmemd runs
+    fallback = bls_boot(t, "boot-3")  # next_entry was cleared: the pinned default
+    assert MARKER not in fallback and not [a for a in fallback if a in TOKENS]
+    assert outcomes(run_apply(t, runner))[0] == ("fail-trial", "ok")
+    assert not t.exists("/boot/loader/entries/pmemd-trial.conf")
+    assert state(t).trial.state is TrialState.FAILED
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (lambda t: t.write("/etc/default/grub", t.read("/etc/default/grub").replace("GRUB_DEFAULT=saved",
+                                                                                  "GRUB_DEFAULT=0")),
+     "GRUB_DEFAULT is not saved"),
+    (lambda t: t.p("/usr/sbin/grub2-reboot").unlink(), "grub2-reboot and grub2-set-default"),
+])
+def test_grubby_without_a_safe_one_shot_writes_the_default(fedora: HostTree, runner: RecordingRunner,
+                                                          change: Any, why: str) -> None:
+    change(fedora)
+    passes = run_apply(fedora, runner)
+    assert outcomes(passes) == [("set-kernel-args", "ok"), ("reboot", "ok")]
+    assert why in passes[0].plan.trial

@@ -117,15 +117,16 @@ def trial_slot_args(tokens: tuple[str, ...]) -> tuple[str, ...]:
     return (*tokens, f"panic={PANIC_SECONDS}", TRIAL_MARKER)
 
 
-def grubenv_storage(root: Root) -> Support:
-    """Whether GRUB can write grubenv where /boot/grub lives, judged from mountinfo and sysfs the
-    way ``grub-probe --target=abstraction,fs`` would: LVM and MD RAID (diskfilter) it cannot."""
-    if not has_tool(root, "grub-editenv"):
-        return Support(False, "grub-editenv (which arms the one-shot in grubenv) is not installed")
+def grubenv_storage(root: Root, *, directory: str = GRUB_DIR, tool: str = "grub-editenv") -> Support:
+    """Whether GRUB can write grubenv in ``directory``, judged from mountinfo and sysfs the way
+    ``grub-probe --target=abstraction,fs`` would: LVM and MD RAID (diskfilter) it cannot."""
+    if not has_tool(root, tool):
+        return Support(False, f"{tool} (which arms the one-shot in grubenv) is not installed")
     mounts = parse_mountinfo(root.read_text("/proc/self/mountinfo") or "")
-    holders = [m for m in mounts if m.mount_point == GRUB_DIR or GRUB_DIR.startswith(m.mount_point.rstrip("/") + "/")]
+    holders = [m for m in mounts if m.mount_point == directory
+               or directory.startswith(m.mount_point.rstrip("/") + "/")]
     if not holders:
-        return Support(False, f"cannot tell which filesystem holds {GRUB_DIR} (no /proc/self/mountinfo entry)")
+        return Support(False, f"cannot tell which filesystem holds {directory} (no /proc/self/mountinfo entry)")
     m = max(holders, key=lambda e: len(e.mount_point))
     abstractions = []
     dm_uuid = root.read_text(f"/sys/dev/block/{m.device}/dm/uuid") or ""

@@ -63,7 +63,7 @@ def trial_entry(text: str, *, committed: tuple[str, ...], tokens: tuple[str, ...
     ``pmemd.trial``); no ``sort-key``, and the title says it is the trial."""
     old = tuple(parse_bls_entry(text).get("options", "").split())
     args = trial_cmdline(old, committed=committed, tokens=tokens)
-    out = ["# pmemd trial boot: booted once via LoaderEntryOneShot, removed when the trial ends"]
+    out = ["# pmemd trial boot: booted once (a one-shot boot), removed when the trial ends"]
     for line in edit_options(text, args, old).splitlines():
         key, _, value = line.partition(" ")
         if key == "sort-key" or (key == "options" and not value.strip()):
