@@ -103,32 +103,30 @@ class Fleet:
             time.sleep(5)
         raise AssertionError(f"{host}: no SSH after {timeout:.0f} s")
 
-    def inventory(self, host_vars: dict[str, dict[str, Any]] | None = None) -> Path:
-        lines = ["[pmem]"]
-        for h in HOSTS:
-            extra = " ".join(f"{k}='{json.dumps(v)}'" for k, v in (host_vars or {}).get(h, {}).items())
-            lines.append(f"{h} ansible_host=127.0.0.1 ansible_port={self.ports[h]} {extra}".rstrip())
-        lines += ["[pmem:vars]", "ansible_user=root", f"ansible_ssh_private_key_file={self.key}",
-                  "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
-                  "ansible_python_interpreter=/usr/bin/python3"]
-        path = self.top / f"inventory-{len(self.log)}.ini"
-        path.write_text("\n".join(lines) + "\n")
+    def inventory(self, config: dict[str, Any], host_vars: dict[str, dict[str, Any]] | None) -> Path:
+        """A YAML inventory: the role's variables as the group's, ``host_vars`` over them per host
+        (extra vars would override every host)."""
+        hosts = {h: {"ansible_host": "127.0.0.1", "ansible_port": self.ports[h], **(host_vars or {}).get(h, {})}
+                 for h in HOSTS}
+        group = {"ansible_user": "root", "ansible_ssh_private_key_file": str(self.key),
+                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+                 "ansible_python_interpreter": "/usr/bin/python3", "emulated_pmem_deb": str(self.deb),
+                 "emulated_pmem_reboot": True, "emulated_pmem_ready_timeout": 900, "emulated_pmem_config": config}
+        path = self.top / f"inventory-{len(self.log)}.yml"
+        path.write_text(json.dumps({"pmem": {"hosts": hosts, "vars": group}}, indent=1))  # JSON is YAML
         return path
 
     def playbook(self, config: dict[str, Any], *extra: str, host_vars: dict[str, dict[str, Any]] | None = None
                  ) -> tuple[int, str, float]:
         """ansible-playbook pmemd.pmem.rollout with this config; (exit code, output, seconds)."""
-        variables = self.top / f"vars-{len(self.log)}.json"
-        variables.write_text(json.dumps({"emulated_pmem_deb": str(self.deb), "emulated_pmem_reboot": True,
-                                         "emulated_pmem_ready_timeout": 900, "emulated_pmem_config": config}))
         env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_HOME": str(self.top / "home"),
                "ANSIBLE_LOCAL_TEMP": str(self.top / "tmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_CONFIG": str(self.top / "ansible.cfg"),
                "ANSIBLE_HOST_KEY_CHECKING": "0", "ANSIBLE_PIPELINING": "1"}
         (self.top / "ansible.cfg").write_text("[defaults]\n")
         t0 = time.monotonic()
-        r = subprocess.run([str(self.venv / "bin/ansible-playbook"), "-i", str(self.inventory(host_vars)),
-                            "-e", f"@{variables}", *extra, "pmemd.pmem.rollout"],
+        r = subprocess.run([str(self.venv / "bin/ansible-playbook"), "-i", str(self.inventory(config, host_vars)),
+                            *extra, "pmemd.pmem.rollout"],
                            capture_output=True, text=True, env=env, timeout=3600, check=False)
         seconds = time.monotonic() - t0
         self.log.append(f"$ ansible-playbook {' '.join(extra)} pmemd.pmem.rollout  # exit {r.returncode}, "
