@@ -111,7 +111,8 @@ class Fleet:
         group = {"ansible_user": "root", "ansible_ssh_private_key_file": str(self.key),
                  "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
                  "ansible_python_interpreter": "/usr/bin/python3", "emulated_pmem_deb": str(self.deb),
-                 "emulated_pmem_reboot": True, "emulated_pmem_ready_timeout": 900, "emulated_pmem_config": config}
+                 "emulated_pmem_reboot": True, "emulated_pmem_ready_timeout": 900, "emulated_pmem_ready_delay": 5,
+                 "emulated_pmem_config": config}
         path = self.top / f"inventory-{len(self.log)}.yml"
         path.write_text(json.dumps({"pmem": {"hosts": hosts, "vars": group}}, indent=1))  # JSON is YAML
         return path
@@ -154,6 +155,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     job = (HERE / "jobs/ansible-guest.sh").read_text()
     jobs = {h: {"script": job, "files": [HERE / "jobs/lib.sh", key.with_suffix(".pub")], "mode": "ssh-grub",
                 "max_boots": 4, "out_dir": top / h, "boot_timeout": 3600,  # a boot lasts while Ansible works
+                # serial: 1 keeps one guest busy at a time while the other waits: each may use both cores
+                "smp": 2,
                 "qemu_args": ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{f.ports[h]}-:22",
                               "-device", "virtio-net-pci,netdev=n0"]} for h in HOSTS}
     thread = threading.Thread(target=lambda: f.runs.update(guest.run_jobs(jobs)), daemon=True)
