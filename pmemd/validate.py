@@ -76,10 +76,12 @@ def _command_lines(facts: HostFacts) -> list[tuple[str, Cmdline]]:
 
 
 def pmemds(owned: Owned) -> set[str]:
-    """The tokens that are pmemd's: in its boot config, or taken out of it and still on the
-    running command line until the pending reboot (they go with it)."""
+    """The tokens that are pmemd's: in its boot config, taken out of it and still on the running
+    command line until the pending reboot (they go with it), or those of its last trial boot
+    (armed, running, failed or rolled back: a trial boot runs them without the default having
+    them)."""
     removed = owned.pending_reboot.removed if owned.pending_reboot else ()
-    return {*owned.kernel_args, *removed}
+    return {*owned.kernel_args, *removed, *owned.trial.tokens, *owned.trial.committed}
 
 
 def _foreign_memmap(facts: HostFacts, owned: Owned, ours: set[str]) -> list[tuple[str, MemmapEntry]]:

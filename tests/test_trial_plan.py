@@ -229,3 +229,19 @@ def test_rollback_disarms_an_armed_trial() -> None:
 def test_rollback_without_a_commit_says_there_is_nothing_to_go_back_to() -> None:
     actions, why = rollback_plan(committed_host(), OWNED)
     assert actions == () and why is not None and "no committed trial" in why
+
+
+def test_after_a_rollback_the_running_trial_tokens_stay_pmemds_and_auto_offsets_stay_put() -> None:
+    """Booted with a failed trial's tokens, then rolled back: those tokens are still pmemd's (not
+    foreign reservations), so an ``offset: auto`` namespace keeps its range and the refused
+    trial is not armed again under another placement."""
+    cfg = config({"fast": FAST, "bulk": {"size": "512M", "offset": "auto"}})
+    rolled = Trial(TrialState.FAILED, tokens=(TOK2, TOK), committed=(TOK,), reason="rolled back")
+    facts = trial_ok(make_facts(cmdline=f"root=/dev/vda1 ro {TOK2} {TOK} panic=10 {MARKER}",
+                                next_args=("root=/dev/vda1", "ro", TOK), owned_tokens=(TOK,),
+                                regions=(region(1, 4 * GIB, GIB // 2), region(0, 5 * GIB, GIB)),
+                                iomem=(legacy(4 * GIB, GIB // 2, 1), legacy(5 * GIB, GIB))))
+    p = plan(cfg, facts, Owned(kernel_args=(TOK,), backend="grub", trial=rolled))
+    assert {v.name: v.token for v in p.namespaces}["bulk"] == TOK2
+    assert not [a for a in p.actions if isinstance(a, ArmTrial | SetKernelArgs)]
+    assert nth(p, 0, Reboot).removed == (TOK2,)  # back to the committed arguments at the next boot
