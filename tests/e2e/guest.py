@@ -122,6 +122,20 @@ def _kill_all() -> None:
         _kill(p)
 
 
+def stop_all() -> None:
+    """Start no new qemu and kill every running one (an interrupted session, a closing pool)."""
+    _STOPPING.set()
+    _kill_all()
+
+
+def stopping() -> bool:
+    return _STOPPING.is_set()
+
+
+def resume() -> None:
+    _STOPPING.clear()
+
+
 class GuestError(RuntimeError):
     """A boot failed (timeout, panic, no reboot/power-down line, ...)."""
 
@@ -491,6 +505,7 @@ def run_jobs(jobs: Mapping[str, Mapping[str, Any]], *, workers: int | None = Non
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM, _sigterm)
     out: dict[str, RunResult | BaseException] = {}
+    stopped = False
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers),
                                                    thread_name_prefix="guest") as ex:
@@ -500,13 +515,14 @@ def run_jobs(jobs: Mapping[str, Mapping[str, Any]], *, workers: int | None = Non
                     exc = fut.exception()
                     out[futures[fut]] = exc if exc is not None else fut.result()
             except BaseException:
-                _STOPPING.set()
                 for f in futures:
                     f.cancel()
-                _kill_all()
+                stop_all()
+                stopped = True
                 raise
     finally:
-        _STOPPING.clear()
+        if stopped:
+            resume()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     return {name: out[name] for name in jobs}

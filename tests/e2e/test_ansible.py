@@ -19,6 +19,8 @@ Run: sudo python3 -m pytest -m e2e tests/e2e/test_ansible.py -rs -s   (about 10-
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -38,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import build
 import guest
-from evidence import REPO, build_deb
+from evidence import REPO
+from pool import Pool, Session, Work
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +101,7 @@ class Fleet:
         while time.monotonic() < until:
             if self.ssh(host, "true", timeout=30).returncode == 0:
                 return
-            if self.runs.get(host) is not None:
+            if self.runs.get(host) is not None or guest.stopping():
                 raise AssertionError(f"{host} stopped before SSH came up: {self.runs[host]}")
             time.sleep(5)
         raise AssertionError(f"{host}: no SSH after {timeout:.0f} s")
@@ -146,17 +149,17 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    top = tmp_path_factory.mktemp("e2e-ansible")
+@contextlib.contextmanager
+def fleet_up(top: Path, deb: Path) -> Iterator[Fleet]:
+    """Both guests booted and reachable over SSH; powered off (and their runs ended) on leaving."""
     key = top / "id_e2e"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pmemd-e2e", "-f", str(key)], check=True)
-    f = Fleet(top, {h: free_port() for h in HOSTS}, key, ansible_venv(), build_deb(tmp_path_factory))
+    f = Fleet(top, {h: free_port() for h in HOSTS}, key, ansible_venv(), deb)
     job = (HERE / "jobs/ansible-guest.sh").read_text()
+    # One vCPU each: serial: 1 keeps one guest busy while the other waits, and the pool runs
+    # another module's guest beside the pair.
     jobs = {h: {"script": job, "files": [HERE / "jobs/lib.sh", key.with_suffix(".pub")], "mode": "ssh-grub",
                 "max_boots": 4, "out_dir": top / h, "boot_timeout": 3600,  # a boot lasts while Ansible works
-                # serial: 1 keeps one guest busy at a time while the other waits: each may use both cores
-                "smp": 2,
                 "qemu_args": ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{f.ports[h]}-:22",
                               "-device", "virtio-net-pci,netdev=n0"]} for h in HOSTS}
     thread = threading.Thread(target=lambda: f.runs.update(guest.run_jobs(jobs)), daemon=True)
@@ -175,7 +178,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 @dataclass
 class Story:
-    """What the four runs showed, in order (each step once per module)."""
+    """What the four runs showed, in order."""
 
     rollout: tuple[int, str, float]
     noop: tuple[int, str, float]
@@ -187,21 +190,37 @@ class Story:
     guest2_untouched: tuple[str, str]
 
 
+def tell_story(top: Path, deb: Path) -> Story:
+    """The four playbook runs over the two guests."""
+    with fleet_up(top, deb) as fleet:
+        one = {"version": 1, "namespaces": {"fast": FAST}}
+        rollout = fleet.playbook(one)
+        status = {h: json.loads(fleet.ssh(h, "pmemd status --json").stdout or "{}") for h in HOSTS}
+        cmdline = {h: fleet.ssh(h, "cat /proc/cmdline").stdout.strip() for h in HOSTS}
+        noop = fleet.playbook(one)
+        two = {"version": 1, "namespaces": {"fast": FAST, "bulk": BULK}}
+        before = {h: fleet.sha(h) for h in HOSTS}
+        check = fleet.playbook(two, "--check")
+        sha = {h: (before[h], fleet.sha(h)) for h in HOSTS}
+        bad = {"version": 1, "namespaces": {"fast": FAST, "bad": {"size": "1G", "offset": "5000M"}}}
+        g2 = fleet.sha("guest2")
+        refused = fleet.playbook(two, host_vars={"guest1": {"emulated_pmem_config": bad}})
+        return Story(rollout, noop, check, refused, sha, status, cmdline, (g2, fleet.sha("guest2")))
+
+
+def guest_work(session: Session) -> list[Work]:
+    """The whole story in one pool run: two guests, about 15-20 min under TCG."""
+    return [Work("ansible", "fleet", 20, functools.partial(tell_story, session.tmp.mktemp("e2e-ansible"),
+                                                           session.deb()))]
+
+
 @pytest.fixture(scope="module")
-def story(fleet: Fleet) -> Story:
-    one = {"version": 1, "namespaces": {"fast": FAST}}
-    rollout = fleet.playbook(one)
-    status = {h: json.loads(fleet.ssh(h, "pmemd status --json").stdout or "{}") for h in HOSTS}
-    cmdline = {h: fleet.ssh(h, "cat /proc/cmdline").stdout.strip() for h in HOSTS}
-    noop = fleet.playbook(one)
-    two = {"version": 1, "namespaces": {"fast": FAST, "bulk": BULK}}
-    before = {h: fleet.sha(h) for h in HOSTS}
-    check = fleet.playbook(two, "--check")
-    sha = {h: (before[h], fleet.sha(h)) for h in HOSTS}
-    bad = {"version": 1, "namespaces": {"fast": FAST, "bad": {"size": "1G", "offset": "5000M"}}}
-    g2 = fleet.sha("guest2")
-    refused = fleet.playbook(two, host_vars={"guest1": {"emulated_pmem_config": bad}})
-    return Story(rollout, noop, check, refused, sha, status, cmdline, (g2, fleet.sha("guest2")))
+def story(guest_pool: Pool) -> Story:
+    res = guest_pool.results("ansible")["fleet"]
+    if isinstance(res, BaseException):
+        raise res
+    assert isinstance(res, Story)
+    return res
 
 
 def test_rollout_one_host_at_a_time_each_back_with_dax(story: Story) -> None:

@@ -1,6 +1,6 @@
 """Tier 4: pmemd's whole life on a real kernel, GRUB, systemd and journald.
 
-Two guests side by side, the same .deb in both: Debian 13 (kernel 6.12, systemd 257, GRUB 2.12,
+Two guests (the session's guest pool), the same .deb in both: Debian 13 (kernel 6.12, systemd 257, GRUB 2.12,
 pydantic 2) and Debian 12 (kernel 6.1, systemd 252, GRUB 2.06, pydantic 1.10). Each is booted
 through GRUB five times, with a QEMU NVDIMM beside the emulated pmem (tests/e2e/jobs/cycle.sh
 drives it; the evidence of every boot is asserted here, for each release):
@@ -24,11 +24,11 @@ Run: sudo python3 -m pytest -m e2e tests/e2e/test_cycle.py -rs -s   (about 12-15
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -56,41 +56,37 @@ from evidence import (  # noqa: E402
     Cycle,
     actions,
     blkid,
-    build_deb,
     default_entry,
     load_result,
+    logged,
     mount_lines,
     pmem_tokens,
     step_seconds,
     super_options,
 )
+from pool import Pool, Session, Work  # noqa: E402
 
 from pmemd.journal import MESSAGE_IDS  # noqa: E402
 
 
+def guest_work(session: Session) -> list[Work]:
+    """One run per release, 5 GRUB boots each (about 7-9 min under TCG)."""
+    if os.environ.get("PMEMD_E2E_CYCLE_RESULT"):
+        return []
+    root = session.tmp.mktemp("e2e-cycle")
+    return [Work("cycle", rel, 8, functools.partial(
+        guest.run_job, JOB.read_text(), files=[session.deb(), LIB], mode=mode, nvdimm="1G", max_boots=5,
+        out_dir=root / rel)) for rel, mode in RELEASES.items()]
+
+
 @pytest.fixture(scope="module")
-def cycles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Cycle | BaseException]:
-    """Both releases' cycles, run side by side (guest.run_jobs), with the same .deb."""
+def cycles(guest_pool: Pool) -> dict[str, Cycle | BaseException]:
+    """Both releases' cycles, with the same .deb."""
     reuse = os.environ.get("PMEMD_E2E_CYCLE_RESULT")
     if reuse:  # re-check the evidence of an earlier run without booting: <dir>/<release>
         return {rel: Cycle(load_result(Path(reuse) / rel)) for rel in RELEASES}
-    deb = build_deb(tmp_path_factory)
-    root = tmp_path_factory.mktemp("e2e-cycle")
-    t0 = time.monotonic()
-    runs = guest.run_jobs({rel: {"script": JOB.read_text(), "files": [deb, LIB], "mode": mode, "nvdimm": "1G",
-                                 "max_boots": 5, "out_dir": root / rel}
-                           for rel, mode in RELEASES.items()})
-    out: dict[str, Cycle | BaseException] = {}
-    for rel, res in runs.items():
-        if isinstance(res, BaseException):
-            guest.log(f"pmemd cycle ({rel}): FAILED: {res}")
-            out[rel] = res
-            continue
-        guest.log(f"pmemd cycle ({rel}): {len(res.boots)} boots, {res.seconds:.0f} s in qemu: "
-                  + ", ".join(f"boot {b.number} {b.seconds:.0f} s ({b.end})" for b in res.boots))
-        out[rel] = Cycle(res)
-    guest.log(f"pmemd cycles: {time.monotonic() - t0:.0f} s wall for {', '.join(RELEASES)} side by side")
-    return out
+    runs = logged("pmemd cycle", guest_pool.results("cycle"))
+    return {rel: res if isinstance(res, BaseException) else Cycle(res) for rel, res in runs.items()}
 
 
 @pytest.fixture(scope="module", params=list(RELEASES))

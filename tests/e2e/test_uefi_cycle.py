@@ -1,7 +1,7 @@
 """Tier 4: pmemd's cycle on UEFI guests: OVMF + GRUB EFI, and OVMF + systemd-boot.
 
 Two Debian 13 guests (images `uefi-grub` and `sdboot`, see build.LAYOUTS), booted side by side
-(guest.run_jobs, two at a time), four boots each; tests/e2e/jobs/uefi-cycle.sh drives both:
+(the session's guest pool, two at a time), four boots each; tests/e2e/jobs/uefi-cycle.sh drives both:
 
 1. no memmap; the .deb is installed, the service in sync; a two-namespace config (ext4 at a
    fixed offset, xfs at offset: auto) is picked up by the running daemon, which writes the boot
@@ -26,6 +26,7 @@ PMEMD_E2E_UEFI_RESULT=<dir> re-checks the evidence of an earlier run (<dir>/<lay
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -41,17 +42,17 @@ import guest
 from evidence import (
     Cycle,
     actions,
-    build_deb,
     cycle_of,
     default_entry,
     journal_lines,
     load_result,
+    logged,
     mount_lines,
     pmem_tokens,
-    run_logged,
     step_seconds,
     super_options,
 )
+from pool import Pool, Session, Work
 
 pytestmark = pytest.mark.e2e
 
@@ -71,19 +72,28 @@ BACKEND = {"uefi-grub": "grub", "sdboot": "systemd-boot"}
 STATX_ATTR_DAX = 0x00200000
 
 
+def guest_work(session: Session) -> list[Work]:
+    """One run per layout (5 boots, about 5-6 min under TCG), and the grub2-mkconfig one (3 boots)."""
+    if os.environ.get("PMEMD_E2E_UEFI_RESULT"):
+        return []
+    todo = [layout for layout in LAYOUTS if not _REASONS[layout]]
+    root = session.tmp.mktemp("e2e-uefi")
+    works = [Work("uefi", layout, 6, functools.partial(
+        guest.run_job, f"LAYOUT={layout}\n" + JOB.read_text(), files=[session.deb(), LIB], mode=layout,
+        max_boots=5, out_dir=root / layout)) for layout in todo]
+    if "uefi-grub" in todo:
+        works.append(Work("uefi", "mkconfig", 4, functools.partial(
+            guest.run_job, MKCONFIG_JOB.read_text(), files=[session.deb(), LIB], mode="uefi-grub", max_boots=3,
+            out_dir=root / "mkconfig")))
+    return works
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, guest.RunResult | BaseException]:
+def runs(guest_pool: Pool) -> dict[str, guest.RunResult | BaseException]:
     reuse = os.environ.get("PMEMD_E2E_UEFI_RESULT")
     if reuse:
         return {layout: load_result(Path(reuse) / layout) for layout in (*LAYOUTS, "mkconfig")}
-    deb = build_deb(tmp_path_factory)
-    todo = [layout for layout in LAYOUTS if not _REASONS[layout]]
-    root = tmp_path_factory.mktemp("e2e-uefi")
-    return run_logged("pmemd UEFI cycle", {layout: {
-        "script": f"LAYOUT={layout}\n" + JOB.read_text(), "files": [deb, LIB], "mode": layout,
-        "max_boots": 5, "out_dir": root / layout} for layout in todo}
-        | ({"mkconfig": {"script": MKCONFIG_JOB.read_text(), "files": [deb, LIB], "mode": "uefi-grub",
-                         "max_boots": 3, "out_dir": root / "mkconfig"}} if "uefi-grub" in todo else {}))
+    return logged("pmemd UEFI cycle", guest_pool.results("uefi"))
 
 
 @pytest.fixture(params=LAYOUTS)
