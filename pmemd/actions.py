@@ -6,11 +6,12 @@ as JSON (``fields``) and the executor dispatches on the type.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from pmemd.facts import Layout
+from pmemd.frozen import frozen
 from pmemd.model import RebootPolicy
 from pmemd.trial import Trial
 
@@ -44,7 +45,7 @@ class MkfsReason(StrEnum):
     WIPE = "wipe"  # foreign data, and the config says on_foreign_data: wipe
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class Range:
     """A namespace's reserved range, recorded as pmemd's before its token is written."""
 
@@ -53,7 +54,7 @@ class Range:
     size: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class _Base:
     kind: ClassVar[Kind]
     label: ClassVar[Label]
@@ -68,7 +69,7 @@ class _Base:
         return None
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class SetKernelArgs(_Base):
     kind = Kind.SET_KERNEL_ARGS
     label = Label.NEEDS_REBOOT
@@ -79,7 +80,7 @@ class SetKernelArgs(_Base):
     ranges: tuple[Range, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class Reboot(_Base):
     kind = Kind.REBOOT
     label = Label.NEEDS_REBOOT
@@ -91,14 +92,14 @@ class Reboot(_Base):
     boot_id: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class ClearReboot(_Base):
     kind = Kind.CLEAR_REBOOT
     label = Label.LIVE
     cancel_scheduled: bool  # a reboot pmemd scheduled in this boot is still to come
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class _OnNamespace(_Base):
     ns: str
 
@@ -107,7 +108,7 @@ class _OnNamespace(_Base):
         return self.ns
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class SetMode(_OnNamespace):
     kind = Kind.SET_MODE
     label = Label.DESTRUCTIVE
@@ -119,7 +120,7 @@ class SetMode(_OnNamespace):
         return self.nd_namespace
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class Mkfs(_OnNamespace):
     kind = Kind.MKFS
     label = Label.DESTRUCTIVE
@@ -134,14 +135,14 @@ class Mkfs(_OnNamespace):
         return self.dev
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class Mkdir(_OnNamespace):
     kind = Kind.MKDIR
     label = Label.LIVE
     path: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class Mount(_OnNamespace):
     kind = Kind.MOUNT
     label = Label.LIVE
@@ -155,7 +156,7 @@ class Mount(_OnNamespace):
         return self.dev
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class VerifyDax(_OnNamespace):
     kind = Kind.VERIFY_DAX
     label = Label.LIVE
@@ -167,7 +168,7 @@ class VerifyDax(_OnNamespace):
         return self.dev
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class Unmount(_OnNamespace):
     kind = Kind.UNMOUNT
     label = Label.LIVE
@@ -179,13 +180,13 @@ class Unmount(_OnNamespace):
         return self.dev
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class Forget(_OnNamespace):
     kind = Kind.FORGET
     label = Label.LIVE
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class _TrialStep(_Base):
     """A trial-boot transition (``pmemd.trial``): ``trial`` is the record after it (its ``since``
     is set when it is carried out)."""
@@ -195,7 +196,7 @@ class _TrialStep(_Base):
     trial: Trial
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class ArmTrial(_TrialStep):
     """Boot ``trial.tokens`` once; the default keeps ``trial.committed``."""
 
@@ -204,7 +205,7 @@ class ArmTrial(_TrialStep):
     ranges: tuple[Range, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class CommitTrial(_TrialStep):
     """The trial boot verified: its tokens become the default, the one-shot goes."""
 
@@ -213,7 +214,7 @@ class CommitTrial(_TrialStep):
     remove: tuple[str, ...]  # the old committed tokens the new ones replace
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class FailTrial(_TrialStep):
     """The trial failed: the one-shot goes, the default keeps ``trial.committed``."""
 
@@ -222,7 +223,7 @@ class FailTrial(_TrialStep):
     disarm: bool = True
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class EndTrial(_TrialStep):
     """An armed trial no longer wanted (the config changed back, ``pmemd rollback``)."""
 

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pmemd.frozen import frozen
 from pmemd.model import NAME_RE, Config, ValidationError, token
 from pmemd.units import parse_size
 from pmemd.yamldoc import MAX_REPORTED, ConfigErrors, ConfigIssue, Doc, Loc, load_yaml
 
 
-@dataclass(frozen=True)
+@frozen
 class Source:
     """One config file as found on disk (after shadowing)."""
 
@@ -26,7 +27,7 @@ class Source:
     shadows: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Discovery:
     sources: tuple[Source, ...]
     masked: tuple[str, ...]  # host paths of masking files
@@ -41,7 +42,7 @@ class Discovery:
 _DESTRUCTIVE_KEYS = {"size", "offset"}
 
 
-@dataclass(frozen=True)
+@frozen
 class Origin:
     loc: Loc
     overrides: tuple[Loc, ...] = ()
@@ -140,7 +141,7 @@ def iter_leaves(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[s
 # --- validation ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Loaded:
     """The effective config and where each of its values came from."""
 

@@ -8,11 +8,11 @@ region's namespace has a device, and the kernel log names no problem with it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from pmemd.facts import HostFacts, NdRegion
+from pmemd.frozen import frozen
 from pmemd.validate import Placement
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class Running(StrEnum):
         return self in (Running.DECLARED, Running.CONFIGURED)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen(kw_only=True)
 class NamespaceView:
     name: str
     start: int | None

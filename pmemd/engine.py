@@ -7,15 +7,15 @@ show); ``apply`` runs passes until the host matches, a pass fails, or one makes 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pmemd import observe as obs
 from pmemd import state
 from pmemd.actions import Reboot
-from pmemd.config import Loaded, build
+from pmemd.config import Discovery, Loaded, build
 from pmemd.diagnose import new_verdicts
+from pmemd.frozen import frozen
 from pmemd.fsroot import Root
 from pmemd.plan import Assessment, Plan, plan, reset_plan
 from pmemd.plan_boot import rollback_plan
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the executor is imported when a pass runs: plan and status 
 from pmemd.sources import MAIN_CONFIG, read_sources, with_candidate
 
 
-@dataclass(frozen=True)
+@frozen
 class Target:
     """Where pmemd looks: the host root and the main config file (maybe outside the root)."""
 
@@ -45,10 +45,15 @@ class Target:
         return cls(r, Root(Path("/")), str(Path(config).absolute()))
 
 
+def read_config(target: Target) -> Discovery:
+    """Every effective config file's text (raises ConfigErrors)."""
+    return read_sources(target.root, target.config_path, main_root=target.config_root)
+
+
 def load_config(target: Target, *, candidate: tuple[str, str] | None = None) -> Loaded:
     """The effective config; ``candidate`` (path, name): a drop-in checked as if it were
     installed as /etc/pmem.d/NAME."""
-    discovery = read_sources(target.root, target.config_path, main_root=target.config_root)
+    discovery = read_config(target)
     if candidate is not None:
         discovery = with_candidate(discovery, target.config_path, *candidate)
     if not discovery.main_present:
@@ -84,7 +89,7 @@ LOCK = "/run/pmemd.lock"  # held while pmemd looks at and changes the host (daem
 LOCK_WAIT = 900.0  # a pass with mkfs of a large region and update-grub under load stays well below
 
 
-@dataclass(frozen=True)
+@frozen
 class PassResult:
     plan: Plan
     outcomes: tuple[Outcome, ...]

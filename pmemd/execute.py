@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +45,7 @@ from pmemd.execute_boot import (
     set_kernel_args,
 )
 from pmemd.facts import MountEntry
+from pmemd.frozen import frozen
 from pmemd.journal import ERR, INFO, NOTICE
 from pmemd.model import RebootPolicy
 from pmemd.observe import probe_signature, read_mounts
@@ -58,7 +59,7 @@ class Result(StrEnum):
     DRY_RUN = "dry-run"
 
 
-@dataclass(frozen=True)
+@frozen
 class Outcome:
     action: Action
     result: Result

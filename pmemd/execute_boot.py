@@ -16,6 +16,7 @@ from pmemd.actions import ArmTrial, ClearReboot, CommitTrial, EndTrial, FailTria
 from pmemd.bootloader import BootLayout, BootLoaderError
 from pmemd.effects import HostEffects
 from pmemd.facts import Layout
+from pmemd.frozen import frozen
 from pmemd.model import RebootPolicy
 from pmemd.trial import MARKER as TRIAL_MARKER
 from pmemd.trial import TrialState
@@ -40,7 +41,7 @@ class Book:
         self.fx.save_state(owned)
 
 
-@dataclass(frozen=True)
+@frozen
 class _Undo:
     """What a boot-config change started from: where its writes begin, and pmemd's record."""
 

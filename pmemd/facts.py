@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
+
+from pmemd.frozen import frozen
 
 
 class Layout(StrEnum):
@@ -27,7 +29,7 @@ class MemmapKind(StrEnum):
     IGNORED = "ignored"  # no number at all: the kernel skips it
 
 
-@dataclass(frozen=True)
+@frozen
 class MemmapEntry:
     kind: MemmapKind
     size: int
@@ -40,7 +42,7 @@ class MemmapEntry:
         return None if self.start is None else self.start + self.size
 
 
-@dataclass(frozen=True)
+@frozen
 class Cmdline:
     tokens: tuple[str, ...]
     memmap: tuple[MemmapEntry, ...] = ()
@@ -55,7 +57,7 @@ class Cmdline:
         return tuple(e for e in self.memmap if e.kind is MemmapKind.PRAM)
 
 
-@dataclass(frozen=True)
+@frozen
 class MemRange:
     start: int
     end: int  # exclusive
@@ -72,7 +74,7 @@ class MemRange:
         return self.start < end and start < self.end
 
 
-@dataclass(frozen=True)
+@frozen
 class IomemEntry:
     start: int
     end: int  # exclusive
@@ -80,7 +82,7 @@ class IomemEntry:
     children: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class NdNamespace:
     name: str
     mode: str  # sysfs mode: raw | memory | dax | safe | ...
@@ -95,7 +97,7 @@ class NdNamespace:
         return {"memory": "fsdax", "dax": "devdax", "safe": "sector"}.get(self.mode, self.mode)
 
 
-@dataclass(frozen=True)
+@frozen
 class NdRegion:
     name: str
     bus: str
@@ -110,7 +112,7 @@ class NdRegion:
         return self.provider == "e820"
 
 
-@dataclass(frozen=True)
+@frozen
 class MountEntry:
     mount_id: int
     device: str  # major:minor
@@ -127,7 +129,7 @@ class MountEntry:
         return ("dax" in opts or "dax=always" in opts) and "dax=never" not in opts
 
 
-@dataclass(frozen=True)
+@frozen
 class Signature:
     """What the two independent detectors found on a block device."""
 
@@ -159,14 +161,14 @@ class Signature:
         return ", ".join(found) if found else "no signature"
 
 
-@dataclass(frozen=True)
+@frozen
 class KernelLog:
     user_map: tuple[MemRange, ...] = ()
     problems: tuple[str, ...] = ()  # lines that diagnose a failed or damaged pmem region
     readable: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class BootEntry:
     """One place that decides a future kernel command line."""
 
@@ -176,7 +178,7 @@ class BootEntry:
     default: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class BootConfig:
     layout: Layout
     detected_by: str
@@ -197,7 +199,7 @@ class BootConfig:
         return self.entries[0].args if self.entries else None
 
 
-@dataclass(frozen=True)
+@frozen
 class PathFact:
     path: str
     exists: bool
@@ -205,7 +207,7 @@ class PathFact:
     symlinks: tuple[str, ...] = ()  # symlinks found on the path or its parents
 
 
-@dataclass(frozen=True)
+@frozen
 class HostFacts:
     cmdline: Cmdline
     firmware_map: tuple[MemRange, ...]

@@ -15,8 +15,9 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from pmemd.frozen import frozen
 
 # What one read of a host file may return. The largest files pmemd reads are mountinfo on a host
 # with thousands of mounts (about 150 bytes a mount) and its own action log; procfs and sysfs
@@ -67,7 +68,7 @@ def _os_problem(path: str, exc: OSError) -> str:
     return f"{shown(path)} cannot be read: {exc.strerror or exc}"
 
 
-@dataclass(frozen=True)
+@frozen
 class Root:
     prefix: Path = Path("/")
 

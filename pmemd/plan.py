@@ -10,12 +10,13 @@ the check of a booted region in ``diagnose``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from pmemd.actions import Action, ClearReboot, Forget, SetKernelArgs, Unmount
 from pmemd.config import Loaded
 from pmemd.diagnose import NamespaceView
 from pmemd.facts import HostFacts, Layout
+from pmemd.frozen import frozen
 from pmemd.model import Config
 from pmemd.plan_boot import boot_args, reboot_gate, trial_gate, trial_progress
 from pmemd.plan_fs import after_reboot, namespace_chain
@@ -23,7 +24,7 @@ from pmemd.state import Owned
 from pmemd.validate import Issue, validate
 
 
-@dataclass(frozen=True)
+@frozen
 class Plan:
     actions: tuple[Action, ...]
     issues: tuple[Issue, ...]
@@ -44,7 +45,7 @@ class Plan:
         return not self.actions and not self.errors
 
 
-@dataclass(frozen=True)
+@frozen
 class Assessment:
     """One reconcile view of a host: desired (loaded config), observed (facts, owned), the diff."""
 

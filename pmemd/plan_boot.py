@@ -3,11 +3,12 @@ booted as a trial (``pmemd.trial``), and the reboot gate. Pure."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from pmemd.actions import Action, ArmTrial, ClearReboot, CommitTrial, EndTrial, FailTrial, Range, Reboot, SetKernelArgs
 from pmemd.diagnose import NamespaceView, Running
 from pmemd.facts import HostFacts, Layout
+from pmemd.frozen import frozen
 from pmemd.model import Config, RebootPolicy
 from pmemd.parse import parse_cmdline
 from pmemd.state import Owned
@@ -15,7 +16,7 @@ from pmemd.trial import Observed, Step, Trial, TrialState, advance, decide, may_
 from pmemd.validate import Issue, Placement, kaslr_token
 
 
-@dataclass(frozen=True)
+@frozen
 class BootArgs:
     """pmemd's tokens: wanted, in the next boot's arguments, and its own that must go."""
 
@@ -119,7 +120,7 @@ def reboot_gate(config: Config, facts: HostFacts, owned: Owned, boot: BootArgs) 
 # --- trial boots (pmemd.trial) -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class TrialView:
     """What this boot shows about the trial, and how the rest of the plan must see the host."""
 

@@ -6,17 +6,18 @@ ends the chain, so nothing after it is planned for that namespace.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from pmemd.actions import Action, Mkdir, Mkfs, MkfsReason, Mount, SetMode, Unmount, VerifyDax
 from pmemd.diagnose import NamespaceView, Running, diagnose, region_for
 from pmemd.facts import HostFacts, MountEntry, NdNamespace, Signature
+from pmemd.frozen import frozen
 from pmemd.model import FsType, Namespace, OnForeignData
 from pmemd.state import Owned, OwnedFs
 from pmemd.validate import Issue, Placement
 
 
-@dataclass(frozen=True)
+@frozen
 class Chain:
     view: NamespaceView
     actions: tuple[Action, ...] = ()

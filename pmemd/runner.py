@@ -12,11 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pmemd.frozen import frozen
+
 if TYPE_CHECKING:  # subprocess is imported by the first command run: `pmemd plan` often runs none
     import subprocess
 
 
-@dataclass(frozen=True)
+@frozen
 class Result:
     argv: tuple[str, ...]
     returncode: int

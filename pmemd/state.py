@@ -8,9 +8,10 @@ image-based or transient ``/etc`` cannot make tokens stack up.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from typing import Any
 
+from pmemd.frozen import frozen
 from pmemd.trial import Trial, TrialState
 
 STATE_FILE = "/var/lib/pmemd/state.json"
@@ -20,7 +21,7 @@ ACTION_LOG_MAX = 1 << 20
 MAX_STATE_CHARS = 4 << 20  # the state of 64 namespaces is about 40 KiB
 
 
-@dataclass(frozen=True)
+@frozen
 class OwnedFs:
     uuid: str
     type: str
@@ -30,7 +31,7 @@ class OwnedFs:
     complete: bool = True
 
 
-@dataclass(frozen=True)
+@frozen
 class OwnedNamespace:
     start: int
     size: int
@@ -40,7 +41,7 @@ class OwnedNamespace:
     verified_boot_id: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class PendingReboot:
     since: str  # ISO 8601, local time
     boot_id: str | None  # the boot this was recorded in
@@ -50,7 +51,7 @@ class PendingReboot:
     scheduled_for: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Owned:
     kernel_args: tuple[str, ...] = ()  # tokens pmemd added to the boot config
     backend: str | None = None

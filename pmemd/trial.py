@@ -24,8 +24,10 @@ only carries out what it returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import StrEnum
+
+from pmemd.frozen import frozen
 
 MARKER = "pmemd.trial=1"  # a dotted name: the kernel ignores it and does not pass it to init
 PANIC_SECONDS = 10
@@ -39,7 +41,7 @@ class TrialState(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
+@frozen
 class Trial:
     state: TrialState = TrialState.NONE
     tokens: tuple[str, ...] = ()  # pmemd's tokens the trial boot carries
@@ -60,7 +62,7 @@ class Step(StrEnum):
     RECORD = "record"  # only the state changes
 
 
-@dataclass(frozen=True)
+@frozen
 class Observed:
     """What the current boot shows about a trial."""
 
@@ -122,7 +124,7 @@ _UNWRITABLE_ABSTRACTIONS = ("diskfilter", "lvm")
 _UNWRITABLE_FS = ("zfs", "btrfs")
 
 
-@dataclass(frozen=True)
+@frozen
 class Support:
     ok: bool
     reason: str

@@ -8,10 +8,10 @@ cost, stays within one NUMA node, and more than 4 regions draws a KASLR warning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import pairwise
 
 from pmemd.facts import Cmdline, HostFacts, MemmapEntry, MemmapKind, MemRange
+from pmemd.frozen import frozen
 from pmemd.model import Config, KaslrPolicy, Namespace
 from pmemd.parse import CORRUPT, parse_cmdline
 from pmemd.state import Owned
@@ -29,7 +29,7 @@ WHY_ALIGN = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class Placement:
     name: str
     start: int
@@ -46,7 +46,7 @@ class Placement:
         return memmap_token(self.size, self.start)
 
 
-@dataclass(frozen=True)
+@frozen
 class Issue:
     severity: str  # error | warning | info
     namespace: str | None

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from pmemd.frozen import frozen
 from pmemd.model import token
 
 # A real config is a few KiB: one namespace is about ten lines. The limits are far above that
@@ -24,7 +25,7 @@ MAX_NODES = 50_000  # values per file; 64 namespaces of 20 values each are 1,280
 MAX_REPORTED = 50  # issues printed from one validation; the rest are counted
 
 
-@dataclass(frozen=True)
+@frozen
 class Loc:
     file: str
     line: int  # 1-based
@@ -34,7 +35,7 @@ class Loc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@dataclass(frozen=True)
+@frozen
 class ConfigIssue:
     """One problem with the config, printed as ``file:line:col: key.path: message``."""
 

@@ -18,7 +18,7 @@ import pytest
 from helpers import REPO, copy_fixture
 
 CORE = ("model", "fields", "config", "yamldoc", "parse", "bootloader.syntax", "validate", "actions", "diagnose", "plan",
-        "plan_boot", "plan_fs", "report", "schema", "units", "facts", "state", "trial")
+        "plan_boot", "plan_fs", "report", "schema", "units", "facts", "state", "trial", "frozen")
 FORBIDDEN_STDLIB = {"os", "subprocess", "pathlib", "shutil", "ctypes", "socket", "io", "tempfile", "glob",
                     "signal", "select", "fcntl", "importlib"}
 FORBIDDEN_PMEMD = {"pmemd.fsroot", "pmemd.runner", "pmemd.observe", "pmemd.execute", "pmemd.engine",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
-from dataclasses import dataclass
 
 from pmemd.facts import BootEntry
+from pmemd.frozen import frozen
 
 # --- /etc/default/grub ---------------------------------------------------------------------
 
@@ -103,7 +103,7 @@ def grub_words(line: str) -> list[str]:
 _MENUENTRY = re.compile(r"^\s*(?P<kind>menuentry|submenu)\s+(?P<rest>.*)\{\s*$")
 
 
-@dataclass(frozen=True)
+@frozen
 class _Frame:
     """One open menuentry/submenu: its position among its siblings, title and id."""
 
