@@ -20,9 +20,10 @@ import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from pmemd.config import Loaded
-from pmemd.engine import Target, apply, assess, load_config
+from pmemd.config import Discovery, Loaded
+from pmemd.engine import Target, apply, assess, load_config, read_config
 from pmemd.journal import DEBUG, ERR, INFO, NOTICE, Journal
 from pmemd.notify import Notifier, watchdog_interval
 from pmemd.observe import booted_regions_have_devices
@@ -31,6 +32,9 @@ from pmemd.report import summary_line
 from pmemd.runner import Runner, SubprocessRunner, Timings
 from pmemd.timing import Phases, since_process_start
 from pmemd.yamldoc import ConfigErrors
+
+if TYPE_CHECKING:
+    from pmemd.watch import ConfigWatcher
 
 DEBOUNCE = 0.25  # seconds of quiet after the last event before a pass starts
 MAX_DELAY = 2.0  # ...but a continuous stream of events delays a pass at most this long
@@ -202,16 +206,13 @@ class Daemon:
         self._t0 = time.monotonic() - (since_process_start() or 0.0)
         self.phases.add("start", time.monotonic() - self._t0)
         old = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
-        watcher = None
-        if self.watch:
-            from pmemd.watch import ConfigWatcher
-
-            watcher = ConfigWatcher(self.target.root, self.post_change, self.target.config_path,
-                                    self.target.config_root)
-            watcher.start()
+        watcher: ConfigWatcher | None = None
         try:
+            files = self._config_files() if self.watch else ""
             if self.settle():
                 self.notifier.ready(self._first_pass())
+                if self.watch:
+                    watcher = self._watch(files)
                 self._loop(_Clock.start(resync=self.resync, ping=watchdog_interval()))
             self.notifier.stopping()
             return 0
@@ -220,6 +221,25 @@ class Daemon:
                 watcher.stop()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+
+    def _config_files(self) -> Discovery | str:
+        """The config files as they are now (or why they cannot be read), to compare."""
+        try:
+            return read_config(self.target)
+        except ConfigErrors as exc:
+            return str(exc)
+
+    def _watch(self, before: Discovery | str) -> ConfigWatcher:
+        """Watch the config files from READY on: the watcher's import and its inotify set-up
+        are not on the way to READY. An edit made before the watches were in place shows as a
+        difference between the files now and before the first pass, and makes a pass."""
+        from pmemd.watch import ConfigWatcher
+
+        watcher = ConfigWatcher(self.target.root, self.post_change, self.target.config_path, self.target.config_root)
+        watcher.start()
+        if self._config_files() != before:
+            self.post_change("a config file changed while pmemd was starting")
+        return watcher
 
     def _first_pass(self) -> str:
         """The pass that READY waits for, timed per phase and summarised in the journal; the

@@ -281,3 +281,50 @@ def test_settle_survives_a_damaged_state_file_and_honours_a_stop(tmp_path: Path,
     t0 = time.monotonic()
     assert dm.run() == 0
     assert time.monotonic() - t0 < 5 and [m.split("\n")[0] for m in sent] == ["STOPPING=1"]
+
+
+def test_an_edit_made_before_the_watcher_started_still_makes_a_pass(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config watcher starts after READY (its import is not on the way there): the config is
+    edited the moment READY is sent, before any watch exists, and the daemon still acts on it."""
+    import threading
+
+    from pmemd import daemon as d
+    from pmemd.engine import Target
+    from pmemd.journal import Journal
+    from pmemd.notify import Notifier
+    from pmemd.runner import SubprocessRunner
+
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    root = tmp_path / "root"
+    make_sdboot_tree(root)
+    (root / "etc/pmem.yaml").write_text(GOOD_EMPTY)
+    os.chmod(root / "etc/pmem.yaml", 0o644)
+    sent: list[str] = []
+
+    def send(msg: str) -> bool:
+        sent.append(msg)
+        if msg.startswith("READY=1"):
+            write_atomic(root / "etc/pmem.yaml", GOOD_ONE)
+        if "reboot pending" in msg:
+            dm.events.put(d.Event(d.EventKind.STOP))
+        return True
+
+    dm = d.Daemon(Target.make(str(root)), runner=SubprocessRunner(), journal=Journal(use_journal=False),
+                  notifier=Notifier(send), watch=True)
+    watch = dm._watch
+
+    def watching(files: Any) -> Any:
+        sent.append("watching")
+        return watch(files)
+
+    monkeypatch.setattr(dm, "_watch", watching)
+    stop = threading.Timer(30, lambda: dm.events.put(d.Event(d.EventKind.STOP)))
+    stop.start()
+    try:
+        assert dm.run() == 0
+    finally:
+        stop.cancel()
+    assert sent[0].startswith("READY=1\nSTATUS=in sync") and sent[1] == "watching", sent
+    assert any("STATUS=reboot pending" in m for m in sent[2:]), sent
+    assert "memmap=1G!5G" in entry_options(root)
