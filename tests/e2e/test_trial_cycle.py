@@ -85,8 +85,10 @@ def cmdline(cycle: Cycle, boot: int) -> list[str]:
     return cycle.ok(boot, "cmdline").split()
 
 
-def trial_of(cycle: Cycle, boot: int, tag: str) -> dict[str, Any]:
-    trial: dict[str, Any] = json.loads(cycle.ok(boot, f"{tag}-status-json"))["trial"]
+def trial_of(cycle: Cycle, boot: int, tag: str, rc: int = 0) -> dict[str, Any]:
+    """`pmemd status --json`'s trial object; ``rc`` 1 where a region has failed (an error)."""
+    assert cycle.rc(boot, f"{tag}-status-json") == rc, cycle.text(boot, f"{tag}-status-json")[-3000:]
+    trial: dict[str, Any] = json.loads(cycle.text(boot, f"{tag}-status-json"))["trial"]
     return trial
 
 
@@ -223,7 +225,7 @@ def test_3_a_trial_whose_region_fails_verification_is_not_committed(cycle: Cycle
     assert re.search(r"unbinding region\d+ \(0x120000000\)", boot5.console.read_text(errors="replace"))
     status = cycle.status(5, "failed")
     assert status.startswith("trial boot failed: verification failed: spare:"), status
-    trial = trial_of(cycle, 5, "failed")
+    trial = trial_of(cycle, 5, "failed", rc=1)  # spare's region failed: status exits 1
     assert (trial["state"], trial["committed"]) == ("failed", [BULK, FAST, K]), trial
     no_trial_armed(cycle, 5, "failed")
     assert all(t == [BULK, FAST, K] for t in default_tokens(cycle, 5, "failed"))
