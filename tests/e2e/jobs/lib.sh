@@ -63,7 +63,6 @@ pmem_evidence() {
     ev "$tag-mountinfo" grep pmem /proc/self/mountinfo
     ev "$tag-systemctl-status" systemctl status pmemd --no-pager -n 0
     ev "$tag-status-json" pmemd status --json
-    ev "$tag-status" pmemd status
     ev "$tag-state" cat /var/lib/pmemd/state.json
     ev "$tag-reboot-required" ls /run/reboot-required /run/reboot-required.pkgs
 }
