@@ -1,7 +1,7 @@
 """The session's guest work, started together: two guests at a time across every e2e module.
 
 Each e2e module that boots guests has ``guest_work(session: Session) -> list[Work]``. The session's
-``guest_pool`` fixture (tests/e2e/conftest.py) collects the work of every selected module when
+``guest_pool`` fixture (tests/conftest.py) collects the work of every selected module when
 the first e2e test needs it and starts it on ``workers`` threads (two by default, env
 PMEMD_E2E_PARALLEL: under TCG a guest has one vCPU, so two fill a 2-core host), longest first,
 so that one module's long guest runs beside another module's short ones instead of a core
