@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -45,7 +45,7 @@ def no_journal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- the e2e session: one pool of guest runs for every selected module (tests/e2e/pool.py) ----
 
-_POOLS: list[Any] = []  # the session's guest pool, for the terminal summary
+_POOLS: list[Pool] = []  # the session's guest pool, for the terminal summary
 
 
 @pytest.fixture(scope="session")

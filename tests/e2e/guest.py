@@ -782,7 +782,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="a kernel panic in a boot whose console matches REGEX is expected: wait for "
                         "the guest's own reset (panic=N) and boot again")
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)  # a `kill` unwinds: mounts, loop devices and qemu cleaned up
     signal.signal(signal.SIGTERM, _sigterm)
     mode = "grub"
     if args.cmd == "run":

@@ -47,7 +47,6 @@ class Session:
 
 @dataclass
 class Timing:
-    queued: float
     started: float | None = None
     ended: float | None = None
     error: str | None = None
@@ -71,7 +70,7 @@ class Pool:
         for w in sorted(works, key=lambda w: -w.minutes):
             key = (w.group, w.name)
             guest.log(f"e2e pool: queued {w.group}/{w.name} (about {w.minutes:.0f} min)")
-            self.timings[key] = Timing(time.monotonic())
+            self.timings[key] = Timing()
             self.futures[key] = self._ex.submit(self._timed, key, w.run)
 
     def _timed(self, key: tuple[str, str], run: Callable[[], Any]) -> Any:
@@ -111,7 +110,7 @@ class Pool:
             signal.signal(signal.SIGTERM, self._old_term)
 
     def summary(self) -> list[str]:
-        """One line per run: when it waited, started and ended (seconds from the pool's start)."""
+        """One line per run: when it started and ended (seconds from the pool's start)."""
         lines = []
         for (g, name), t in sorted(self.timings.items(), key=lambda kv: kv[1].started or float("inf")):
             if t.started is None:
